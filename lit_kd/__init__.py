@@ -1,0 +1,35 @@
+"""lit_kd: knowledge distillation for vision models as PyTorch Lightning modules.
+
+Importing the package registers the CIFAR model zoo in timm's registry, so that
+``timm.create_model("resnet8x4", num_classes=100)`` works. Everything else
+(methods, data, CLI) is imported lazily on first attribute access to keep
+``import lit_kd`` fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from lit_kd.models import cifar as _cifar_zoo  # noqa: F401  (registers the zoo in timm)
+from lit_kd.models import ModelSpec, create_model, load_weights
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "StudentModule": "lit_kd.methods.base",
+    "DistillationModule": "lit_kd.methods.base",
+    "Supervised": "lit_kd.methods.supervised",
+    "KD": "lit_kd.methods.kd",
+    "FitNet": "lit_kd.methods.fitnet",
+    "KDDataModule": "lit_kd.data.datamodule",
+    "FeatureTap": "lit_kd.taps",
+}
+
+__all__ = ["ModelSpec", "create_model", "load_weights", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lit_kd' has no attribute {name!r}")

@@ -1,0 +1,42 @@
+"""Export the trained student of a lit_kd checkpoint as a standalone weights file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from lit_kd.models import CheckpointError, read_state_dict
+
+
+def export_student(ckpt: str | Path, out: str | Path, network: str = "student") -> Path:
+    """Write the ``network`` weights of a lit_kd ``.ckpt`` to ``out`` (``.safetensors`` or ``.pth``).
+
+    The file holds the bare network's state dict (no ``student.`` prefix, no teacher, no
+    connectors), loadable with ``model.load_state_dict(...)`` and with
+    ``timm.create_model(name, num_classes=..., pretrained=True, pretrained_cfg_overlay=dict(file=out))``.
+    The model name and class count are stored in the safetensors metadata.
+    """
+    ckpt, out = Path(ckpt).expanduser(), Path(out).expanduser()
+    state = {k: v.contiguous() for k, v in read_state_dict(ckpt, key=network).items()}
+    meta = _network_meta(ckpt, network)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(out), metadata={k: json.dumps(v) for k, v in meta.items()})
+    elif out.suffix in (".pth", ".pt", ".bin"):
+        torch.save(state, out)
+    else:
+        raise ValueError(f"Unknown export format {out.suffix!r}: use .safetensors or .pth")
+    return out
+
+
+def _network_meta(ckpt: Path, network: str) -> dict[str, object]:
+    try:
+        raw = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"Could not read {str(ckpt)!r}: {err}") from err
+    spec = raw.get("hyper_parameters", {}).get(network, {}) if isinstance(raw, dict) else {}
+    return {key: spec[key] for key in ("name", "num_classes") if key in spec}

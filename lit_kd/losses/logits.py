@@ -1,0 +1,30 @@
+"""Losses on logits."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float = 4.0) -> Tensor:
+    r"""Hinton et al., "Distilling the Knowledge in a Neural Network" (2015).
+
+    .. math::
+        L_{KD} = T^2 \cdot \frac{1}{B} \sum_{b=1}^{B}
+                 \mathrm{KL}\big(\mathrm{softmax}(z^t_b / T) \,\|\, \mathrm{softmax}(z^s_b / T)\big)
+
+    KL(teacher || student), summed over classes and averaged over the batch ("batchmean", not the
+    per-element mean that ``nn.KLDivLoss()`` defaults to), times T² so that gradient magnitudes do
+    not shrink with the temperature. Computed in float32 for stability under mixed precision.
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(
+            f"Student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} "
+            "differ in shape: teacher and student must predict the same classes."
+        )
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_p_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="batchmean")
+    return kl * temperature**2

@@ -1,0 +1,423 @@
+"""The two base classes every lit_kd method builds on.
+
+* :class:`StudentModule` -- one trainable network (the *student*) with its input normalization,
+  optimizer, metrics and logging. ``Supervised`` is this class with a cross-entropy loss.
+* :class:`DistillationModule` -- adds a frozen *teacher*: never in the optimizer, no gradients,
+  always in eval mode (its BatchNorm statistics never move), run under ``torch.no_grad()``, left
+  out of checkpoints unless ``store_teacher=True`` (it is rebuilt from its source on resume), and
+  checked for accuracy once at the start of a fit.
+
+Batches are dicts ``{"image", "teacher_image", "target"}`` of pixels in [0, 1] as produced by
+:class:`lit_kd.data.KDDataModule`, or plain ``(image, target)`` tuples. Each network normalizes
+(and, if its input size differs, resizes) the pixels itself, so a teacher and a student with
+different ``pretrained_cfg`` read the very same augmented pixels.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+
+from lit_kd.models import ModelSpec, create_model, resolve_normalization
+
+__all__ = ["StudentModule", "DistillationModule", "InputAdapter", "sgd", "Batch"]
+
+Batch = dict[str, Tensor]
+
+# The frozen teacher is in eval mode by design; Lightning's generic notice about it is noise.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+
+
+def sgd(params: Iterable[Any]) -> torch.optim.Optimizer:
+    """The CIFAR KD literature's optimizer: SGD, lr 0.05, momentum 0.9, weight decay 5e-4."""
+    return torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4)
+
+
+class InputAdapter(nn.Module):
+    """Normalizes pixels in [0, 1] for one network and resizes them if it needs a fixed size."""
+
+    def __init__(self, mean: Iterable[float], std: Iterable[float], size: int | None = None,
+                 normalize: bool = True) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(list(mean)).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(list(std)).view(1, -1, 1, 1), persistent=False)
+        self.size = size
+        self.normalize = normalize
+        self.channels_last = False
+
+    def forward(self, images: Tensor) -> Tensor:
+        if self.size is not None and tuple(images.shape[-2:]) != (self.size, self.size):
+            images = F.interpolate(images, size=(self.size, self.size), mode="bilinear", antialias=True,
+                                   align_corners=False)
+        if self.normalize:
+            images = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+
+def _build(network: ModelSpec | dict | nn.Module, num_classes: int | None) -> tuple[nn.Module, ModelSpec | None]:
+    if isinstance(network, nn.Module):
+        return network, None
+    spec = ModelSpec(**network) if isinstance(network, dict) else network
+    if spec.num_classes is None and num_classes is not None:
+        spec = ModelSpec(**{**asdict(spec), "num_classes": num_classes})
+    return create_model(spec), spec
+
+
+def _out_features(logits: Tensor) -> int:
+    return int(logits.shape[-1])
+
+
+def _split_batch(batch: Batch | tuple | list) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(student image, teacher image, target) from a dict batch or an (image, target) tuple."""
+    if isinstance(batch, dict):
+        image = batch["image"]
+        return image, batch.get("teacher_image", image), batch.get("target")
+    image, target = batch[0], (batch[1] if len(batch) > 1 else None)
+    return image, image, target
+
+
+class StudentModule(L.LightningModule):
+    """A trainable student with optimizer, metrics and logging; base of every lit_kd method.
+
+    Args:
+        student: the network to train: a :class:`~lit_kd.models.ModelSpec` (timm/zoo name plus
+            optional checkpoint) or an ``nn.Module``.
+        num_classes: number of classes; fills ``num_classes`` of specs that leave it unset and is
+            checked against the networks' outputs and the data before training starts.
+        optimizer: a callable that builds the optimizer from the trainable parameters only
+            (LightningCLI: ``class_path: torch.optim.SGD`` + ``init_args``). Default: :func:`sgd`.
+        lr_scheduler: optional callable that builds a scheduler from the optimizer (stepped per
+            epoch unless ``scheduler_interval="step"``).
+        scheduler_interval: ``"epoch"`` or ``"step"``.
+        normalize_inputs: batches hold pixels in [0, 1] and each network normalizes them with its
+            own mean/std. Set ``False`` when your data is already normalized.
+        channels_last: run the networks in channels-last memory format (faster on GPUs with
+            tensor cores; measure on CPUs).
+        label_smoothing: label smoothing of the cross-entropy term.
+    """
+
+    def __init__(
+        self,
+        student: ModelSpec | nn.Module,
+        num_classes: int | None = None,
+        optimizer: OptimizerCallable = sgd,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: str = "epoch",
+        normalize_inputs: bool = True,
+        channels_last: bool = False,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.student, self.student_spec = _build(student, num_classes)
+        self.num_classes = num_classes
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = lr_scheduler
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        self.scheduler_interval = scheduler_interval
+        self.label_smoothing = label_smoothing
+        self.channels_last = channels_last
+        mean, std, size = resolve_normalization(self.student_spec, self.student)
+        self.student_input = InputAdapter(mean, std, size, normalize=normalize_inputs)
+        # Constructor arguments are saved as plain data so checkpoints load with weights_only=True.
+        self.save_hyperparameters(ignore=["student", "teacher", "optimizer", "lr_scheduler"], logger=False,
+                                  frame=_caller_frame())
+        self._record_network("student", student)
+        self._metrics_ready = False
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _record_network(self, key: str, network: ModelSpec | nn.Module | dict) -> None:
+        if isinstance(network, ModelSpec):
+            self.hparams[key] = asdict(network)
+        elif isinstance(network, dict):
+            self.hparams[key] = dict(network)
+        else:
+            self.hparams[key] = {"module": type(network).__name__}
+
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        """Modules whose parameters the optimizer updates (student plus method-specific parts)."""
+        return {"student": self.student}
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        for module in self.trainable_modules().values():
+            yield from (p for p in module.parameters() if p.requires_grad)
+
+    def _setup_metrics(self, num_classes: int) -> None:
+        from torchmetrics import MetricCollection
+        from torchmetrics.classification import MulticlassAccuracy
+
+        def collection(prefix: str) -> MetricCollection:
+            metrics = {"acc": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
+            if num_classes > 5:
+                metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+            return MetricCollection(metrics, prefix=f"{prefix}/")
+
+        device = self.device
+        self.train_metrics = collection("train").to(device)
+        self.val_metrics = nn.ModuleList([collection("val").to(device), collection("test").to(device)])
+        self.test_metrics = collection("test").to(device)
+        self._metrics_ready = True
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def setup(self, stage: str) -> None:
+        num_classes = self._check_shapes()
+        if not self._metrics_ready:
+            self._setup_metrics(num_classes)
+        if self.channels_last:
+            for network in [*self.trainable_modules().values(), *self._probe_networks().values()]:
+                network.to(memory_format=torch.channels_last)
+            for adapter in self._input_adapters():
+                adapter.channels_last = True
+
+    def _input_adapters(self) -> list[InputAdapter]:
+        return [self.student_input]
+
+    def _probe_networks(self) -> dict[str, nn.Module]:
+        """Networks whose output size is checked against the classes (student, teacher, ...)."""
+        return {"student": self.student}
+
+    def _data_info(self) -> tuple[int | None, int | None]:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        return getattr(datamodule, "num_classes", None), getattr(datamodule, "image_size", None)
+
+    def _check_shapes(self) -> int:
+        """Before training: every network must run on the data's images and agree on the classes."""
+        data_classes, image_size = self._data_info()
+        size = image_size or 32
+        found: dict[str, int] = {}
+        for name, network in self._probe_networks().items():
+            adapter = getattr(self, f"{name}_input", self.student_input)
+            found[name] = self._probe(name, network, adapter, size)
+        expected = {"data": data_classes, "num_classes": self.num_classes}
+        sources = {**{k: v for k, v in expected.items() if v is not None}, **found}
+        if len(set(sources.values())) > 1:
+            listing = ", ".join(f"{k}={v}" for k, v in sources.items())
+            raise ValueError(
+                f"Class counts disagree ({listing}). Teacher, student and data must predict the same classes: "
+                "set num_classes to the data's class count and use a teacher checkpoint trained on this data "
+                "(with the same class order)."
+            )
+        return next(iter(sources.values()))
+
+    @torch.no_grad()
+    def _probe(self, name: str, network: nn.Module, adapter: InputAdapter, size: int) -> int:
+        was_training = network.training
+        network.eval()
+        try:
+            param = next(network.parameters(), None)
+            device = param.device if param is not None else self.device
+            dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+            dummy = torch.zeros(2, 3, size, size, device=device, dtype=dtype)
+            logits = network(adapter.to(device)(dummy))
+        except Exception as err:  # shape errors deep inside the network
+            raise ValueError(
+                f"The {name} network ({type(network).__name__}) cannot run on {size}x{size} images: "
+                f"{type(err).__name__}: {err}. The images are too small or of the wrong size for this "
+                "model: raise data.image_size, or set the network's input_size so its inputs are resized."
+            ) from err
+        finally:
+            network.train(was_training)
+        if logits.ndim != 2:
+            raise ValueError(f"The {name} network returns shape {tuple(logits.shape)}; expected (batch, classes).")
+        return _out_features(logits)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Student logits for a batch of pixels in [0, 1]."""
+        return self.student(self.student_input(images))
+
+    def training_losses(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """Return (student logits, {loss name: value}) with the total under ``"loss"``."""
+        raise NotImplementedError
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        logits, losses = self.training_losses(batch)
+        _, _, target = _split_batch(batch)
+        batch_size = logits.shape[0]
+        for name, value in losses.items():
+            self.log(f"train/{name}", value.detach(), on_step=True, on_epoch=True, prog_bar=name == "loss",
+                     batch_size=batch_size, sync_dist=True)
+        if target is not None and target.ndim == 1:
+            self.train_metrics.update(logits.detach(), target)
+            self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=False, batch_size=batch_size)
+        return losses["loss"]
+
+    def cross_entropy(self, logits: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(logits.float(), target, label_smoothing=self.label_smoothing)
+
+    def _split_name(self, dataloader_idx: int) -> str:
+        """``"val"`` or ``"test"``: KDDataModule names its validation loaders (held-out, then test)."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        names = list(getattr(datamodule, "val_split_names", None) or ["val"])
+        return names[dataloader_idx] if dataloader_idx < len(names) else f"val_{dataloader_idx}"
+
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        image, _, target = _split_batch(batch)
+        logits = self(image)
+        split = self._split_name(dataloader_idx)
+        metrics = self.val_metrics[0 if split == "val" else 1]
+        metrics.update(logits, target)
+        self.log(f"{split}/loss", self.cross_entropy(logits, target), batch_size=logits.shape[0],
+                 sync_dist=True, add_dataloader_idx=False)
+        self.log_dict(metrics, prog_bar=True, add_dataloader_idx=False, batch_size=logits.shape[0])
+
+    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        image, _, target = _split_batch(batch)
+        logits = self(image)
+        self.test_metrics.update(logits, target)
+        self.log("test/loss", self.cross_entropy(logits, target), batch_size=logits.shape[0], sync_dist=True,
+                 add_dataloader_idx=False)
+        self.log_dict(self.test_metrics, add_dataloader_idx=False, batch_size=logits.shape[0])
+
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        image, _, target = _split_batch(batch)
+        probs = self(image).float().softmax(-1)
+        out = {"probs": probs, "pred": probs.argmax(-1)}
+        if target is not None:
+            out["target"] = target
+        return out
+
+    def configure_optimizers(self) -> Any:
+        params = list(self.trainable_parameters())
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
+
+
+class DistillationModule(StudentModule):
+    """A student trained from a frozen teacher. Subclasses implement :meth:`training_losses`.
+
+    Args:
+        teacher: the frozen network: a :class:`~lit_kd.models.ModelSpec` or an ``nn.Module``.
+        store_teacher: also write the teacher's weights into checkpoints (default: no; the teacher
+            is rebuilt from its spec on resume, and checkpoints hold only what was trained).
+        check_teacher: measure the teacher's validation accuracy once per fit, log it as
+            ``val/teacher_acc``, and warn loudly if it is near chance level.
+        **kwargs: the :class:`StudentModule` arguments.
+    """
+
+    def __init__(
+        self,
+        student: ModelSpec | nn.Module,
+        teacher: ModelSpec | nn.Module,
+        num_classes: int | None = None,
+        optimizer: OptimizerCallable = sgd,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        scheduler_interval: str = "epoch",
+        normalize_inputs: bool = True,
+        channels_last: bool = False,
+        label_smoothing: float = 0.0,
+        store_teacher: bool = False,
+        check_teacher: bool = True,
+    ) -> None:
+        super().__init__(student, num_classes, optimizer, lr_scheduler, scheduler_interval, normalize_inputs,
+                         channels_last, label_smoothing)
+        self.teacher, self.teacher_spec = _build(teacher, num_classes)
+        mean, std, size = resolve_normalization(self.teacher_spec, self.teacher)
+        self.teacher_input = InputAdapter(mean, std, size, normalize=normalize_inputs)
+        self.teacher.requires_grad_(False)
+        self.teacher.eval()
+        self.store_teacher = store_teacher
+        self.check_teacher = check_teacher
+        self._teacher_checked = False
+        self._record_network("teacher", teacher)
+
+    # ------------------------------------------------------------------ the frozen teacher
+    def train(self, mode: bool = True) -> DistillationModule:
+        """Lightning calls ``.train()`` on the whole module; the teacher stays in eval mode."""
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def _input_adapters(self) -> list[InputAdapter]:
+        return [self.student_input, self.teacher_input]
+
+    def _probe_networks(self) -> dict[str, nn.Module]:
+        return {"student": self.student, "teacher": self.teacher}
+
+    def _setup_metrics(self, num_classes: int) -> None:
+        from torchmetrics.classification import MulticlassAccuracy
+
+        super()._setup_metrics(num_classes)
+        self.teacher_accuracy = MulticlassAccuracy(num_classes, average="micro").to(self.device)
+
+    def no_teacher_grad(self) -> torch.no_grad:
+        """Context for every teacher forward: no autograd graph, so teacher outputs never join the
+        student's graph (``no_grad`` rather than ``inference_mode``: inference tensors cannot be
+        saved for the student's backward)."""
+        return torch.no_grad()
+
+    def teacher_logits(self, teacher_image: Tensor) -> Tensor:
+        """The teacher's logits for pixels in [0, 1], without autograd."""
+        with self.no_teacher_grad():
+            return self.teacher(self.teacher_input(teacher_image))
+
+    # ------------------------------------------------------------------ teacher sanity check
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        super().validation_step(batch, batch_idx, dataloader_idx)
+        if (self.check_teacher and not self._teacher_checked and self._split_name(dataloader_idx) == "val"
+                and self.trainer.state.fn == "fit"):
+            _, teacher_image, target = _split_batch(batch)
+            self.teacher_accuracy.update(self.teacher_logits(teacher_image), target)
+
+    def on_validation_epoch_end(self) -> None:
+        if not (self.check_teacher and not self._teacher_checked and self.trainer.state.fn == "fit"):
+            return
+        if self.teacher_accuracy.update_count == 0:
+            return
+        accuracy = float(self.teacher_accuracy.compute())
+        self.teacher_accuracy.reset()
+        num_classes = self.teacher_accuracy.num_classes
+        if accuracy < 2.0 / num_classes:
+            message = (
+                f"\n{'!' * 78}\nTEACHER NEAR CHANCE LEVEL: its validation accuracy is {accuracy:.1%} with "
+                f"{num_classes} classes (chance {1 / num_classes:.1%}).\nDistilling from it will harm the "
+                "student. Check the teacher checkpoint, its num_classes and class order, and its input "
+                f"normalization.\n{'!' * 78}"
+            )
+            warnings.warn(message, UserWarning, stacklevel=1)
+        if not self.trainer.sanity_checking:
+            self.log("val/teacher_acc", accuracy, sync_dist=True)
+            self._teacher_checked = True
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if not self.store_teacher:
+            state = checkpoint["state_dict"]
+            for key in [k for k in state if k.startswith("teacher.")]:
+                del state[key]
+        checkpoint["lit_kd"] = {"teacher_stored": self.store_teacher}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A checkpoint without the teacher keeps the teacher built from its source."""
+        state = checkpoint["state_dict"]
+        if not any(k.startswith("teacher.") for k in state):
+            for key, value in self.teacher.state_dict().items():
+                state[f"teacher.{key}"] = value
+
+
+def _caller_frame():
+    """The frame of the outermost ``__init__`` in the MRO chain, for ``save_hyperparameters``."""
+    import inspect
+
+    frame = inspect.currentframe()
+    init_frame = None
+    while frame is not None:
+        if frame.f_code.co_name == "__init__" and isinstance(frame.f_locals.get("self"), L.LightningModule):
+            init_frame = frame
+        frame = frame.f_back
+    return init_frame
+
+
+OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]

@@ -1,0 +1,92 @@
+"""FitNets: hints from an intermediate teacher layer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lit_kd.losses import hint_loss
+from lit_kd.methods.base import Batch, DistillationModule, _split_batch
+from lit_kd.models import ModelSpec
+from lit_kd.taps import FeatureTap, feature_channels
+
+
+class Connector(nn.Sequential):
+    """The FitNets regressor: 1×1 conv + BN from the student's channels to the teacher's."""
+
+    def __init__(self, student_channels: int, teacher_channels: int) -> None:
+        super().__init__(
+            nn.Conv2d(student_channels, teacher_channels, kernel_size=1, bias=False),
+            nn.BatchNorm2d(teacher_channels),
+        )
+
+
+def match_spatial(feature: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bring a feature map to ``size``: average pooling when larger, bilinear when smaller."""
+    if tuple(feature.shape[-2:]) == tuple(size):
+        return feature
+    if feature.shape[-2] >= size[0] and feature.shape[-1] >= size[1]:
+        return F.adaptive_avg_pool2d(feature, size)
+    return F.interpolate(feature, size=size, mode="bilinear", align_corners=False)
+
+
+class FitNet(DistillationModule):
+    """Romero et al., "FitNets: Hints for Thin Deep Nets" (ICLR 2015).
+
+    ``loss = ce_weight * CE(z_s, y) + hint_weight * MSE(connector(f_s), f_t)``
+
+    where ``f_s`` and ``f_t`` are read by the shared :class:`~lit_kd.taps.FeatureTap` (a stage index
+    or a module name) in the same forward pass as the logits. Defaults follow the CRD/mdistiller
+    CIFAR benchmarks: hint at stage 2 (the second residual stage), weight 100, single stage.
+
+    Args:
+        student_layer: student feature to regress: stage index into ``feature_info`` or module name.
+        teacher_layer: teacher hint: stage index or module name.
+        preact: tap stage features before their final ReLU (CIFAR zoo models).
+        ce_weight: weight of the cross-entropy with the labels.
+        hint_weight: weight of the hint loss.
+        probe_size: image size of the dummy forward that sizes the connector.
+        **kwargs: the :class:`~lit_kd.methods.base.DistillationModule` arguments.
+    """
+
+    def __init__(
+        self,
+        student: ModelSpec | nn.Module,
+        teacher: ModelSpec | nn.Module,
+        student_layer: int | str = 2,
+        teacher_layer: int | str = 2,
+        preact: bool = False,
+        ce_weight: float = 1.0,
+        hint_weight: float = 100.0,
+        probe_size: int = 32,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(student, teacher, **kwargs)
+        self.student_tap = FeatureTap(self.student, [student_layer], preact=preact)
+        self.teacher_tap = FeatureTap(self.teacher, [teacher_layer], preact=preact)
+        (student_shape,) = feature_channels(self.student_tap, self.student_input.size or probe_size)
+        (teacher_shape,) = feature_channels(self.teacher_tap, self.teacher_input.size or probe_size)
+        if len(student_shape) != 3 or len(teacher_shape) != 3:
+            raise ValueError(
+                f"FitNet needs feature maps (C, H, W); got student {student_shape} and teacher {teacher_shape}. "
+                "Choose convolutional stages (or pass output_fmt-NCHW stage indices for ViTs)."
+            )
+        self.connector = Connector(student_shape[0], teacher_shape[0])
+        self.ce_weight = ce_weight
+        self.hint_weight = hint_weight
+
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        return {"student": self.student, "connector": self.connector}
+
+    def training_losses(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        image, teacher_image, target = _split_batch(batch)
+        with self.no_teacher_grad():
+            _, (teacher_feature,) = self.teacher_tap(self.teacher_input(teacher_image))
+        logits, (student_feature,) = self.student_tap(self.student_input(image))
+        regressed = match_spatial(self.connector(student_feature), tuple(teacher_feature.shape[-2:]))
+        hint = hint_loss(regressed, teacher_feature)
+        ce = self.cross_entropy(logits, target)
+        loss = self.ce_weight * ce + self.hint_weight * hint
+        return logits, {"loss": loss, "ce": ce.detach(), "hint": hint.detach()}

@@ -1,0 +1,193 @@
+"""Building teachers and students: a timm name plus an optional local checkpoint.
+
+The public API is small, as in timm:
+
+* :class:`ModelSpec` -- what a YAML config says about a network (name, checkpoint, input
+  normalization and size).
+* :func:`create_model` -- build the network a spec describes and load its weights.
+* :func:`load_weights` -- load a ``.pth``/``.pt``/``.th`` state dict, a ``.safetensors`` file, or a
+  Lightning ``.ckpt`` written by lit_kd into a model, with errors that say what went wrong.
+
+Importing this package registers the CIFAR zoo (:mod:`lit_kd.models.cifar`) in timm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lit_kd.models import cifar  # noqa: F401  (registers the CIFAR zoo in timm)
+
+__all__ = ["ModelSpec", "create_model", "load_weights", "read_state_dict", "CheckpointError"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, unreadable, or for another architecture."""
+
+
+@dataclass
+class ModelSpec:
+    """A network described by name, as written in a YAML config.
+
+    Args:
+        name: any ``timm`` model name, including the lit_kd CIFAR zoo (``resnet56_a``,
+            ``resnet8x4``, ``wrn_40_2``, ...).
+        num_classes: size of the classifier. ``None`` keeps the model's default (timm: 1000).
+        checkpoint: optional local weights: ``.pth``/``.pt``/``.th`` state dict,
+            ``.safetensors``, or a lit_kd Lightning ``.ckpt`` (see ``checkpoint_key``).
+        checkpoint_key: which network to take out of a lit_kd ``.ckpt``: ``"student"`` (the
+            network a run trained, also for ``Supervised`` runs) or ``"teacher"`` (if stored).
+        pretrained: ask timm for its pretrained weights (needs network access or a local hub
+            cache). Ignored when ``checkpoint`` is given.
+        mean, std: input normalization applied to pixels in [0, 1]; ``None`` takes the model's
+            timm ``pretrained_cfg`` (ImageNet statistics when it has none).
+        input_size: square input resolution the network expects; ``None`` takes the
+            ``pretrained_cfg`` value for models that need a fixed size (e.g. ViTs) and otherwise
+            leaves the data's resolution untouched.
+        model_kwargs: extra keyword arguments for ``timm.create_model`` (``drop_rate``, ...).
+    """
+
+    name: str
+    num_classes: int | None = None
+    checkpoint: str | None = None
+    checkpoint_key: str = "student"
+    pretrained: bool = False
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    input_size: int | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def create_model(spec: ModelSpec | str, **overrides: Any) -> nn.Module:
+    """Build the network that ``spec`` describes and load its checkpoint, if any.
+
+    ``overrides`` replace fields of the spec (``create_model("resnet20", num_classes=100)``).
+    """
+    import timm
+
+    if isinstance(spec, str):
+        spec = ModelSpec(name=spec)
+    if overrides:
+        spec = ModelSpec(**{**spec.__dict__, **overrides})
+    if not timm.is_model(spec.name):
+        close = timm.list_models(f"*{spec.name.split('.')[0][:6]}*")[:8]
+        hint = f" Close names: {', '.join(close)}." if close else ""
+        raise ValueError(f"Unknown model name {spec.name!r}: not in timm's registry or the lit_kd zoo.{hint}")
+    kwargs = dict(spec.model_kwargs)
+    if spec.num_classes is not None:
+        kwargs["num_classes"] = spec.num_classes
+    model = timm.create_model(spec.name, pretrained=spec.pretrained and spec.checkpoint is None, **kwargs)
+    if spec.checkpoint:
+        load_weights(model, spec.checkpoint, key=spec.checkpoint_key)
+    return model
+
+
+def read_state_dict(path: str | Path, key: str = "student") -> dict[str, torch.Tensor]:
+    """Read a state dict from a local file, undoing the usual wrappers.
+
+    Accepted: ``.safetensors``; torch files (``.pth``, ``.pt``, ``.th``, ``.bin``) holding a state
+    dict or ``{"state_dict": ...}`` / ``{"model": ...}``; lit_kd Lightning ``.ckpt`` files, from
+    which the ``key`` network (``student.*`` or ``teacher.*`` entries) is taken. A ``module.``
+    prefix (DataParallel/DDP) is stripped. Loading never unpickles code (``weights_only=True``).
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} does not exist. Check the path in the config "
+            "(relative paths are resolved from the working directory)."
+        )
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            raw: Any = load_file(str(path))
+        else:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupted file, truncated download, pickle with code, ...
+        raise CheckpointError(
+            f"Could not read checkpoint {str(path)!r} ({type(err).__name__}: {err}). The file is corrupted, "
+            "truncated, or not a weights file; re-create or re-download it."
+        ) from err
+    if isinstance(raw, dict) and "state_dict" in raw and isinstance(raw["state_dict"], dict):
+        raw = raw["state_dict"]
+    elif isinstance(raw, dict) and "model" in raw and isinstance(raw["model"], dict):
+        raw = raw["model"]
+    if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        raise CheckpointError(f"Checkpoint {str(path)!r} does not hold a state dict of tensors.")
+    prefix = f"{key}."
+    if any(k.startswith(prefix) for k in raw):  # a lit_kd Lightning checkpoint
+        raw = {k[len(prefix):]: v for k, v in raw.items() if k.startswith(prefix)}
+    elif any(k.startswith(("student.", "teacher.")) for k in raw):
+        raise CheckpointError(
+            f"Checkpoint {str(path)!r} is a lit_kd checkpoint without a {key!r} network "
+            f"(the teacher is only stored with store_teacher=True). Use checkpoint_key='student'."
+        )
+    if raw and all(k.startswith("module.") for k in raw):
+        raw = {k[len("module."):]: v for k, v in raw.items()}
+    return raw
+
+
+def load_weights(model: nn.Module, path: str | Path, key: str = "student") -> nn.Module:
+    """Load local weights into ``model`` strictly, explaining any mismatch."""
+    state = read_state_dict(path, key=key)
+    own = model.state_dict()
+    # BN counters absent from older checkpoints are filled in by load_state_dict itself.
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    wrong_shape = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or wrong_shape:
+        name = type(model).__name__
+        lines = [f"Checkpoint {str(path)!r} does not fit the model ({name})."]
+        if wrong_shape:
+            lines.append("Shape mismatches: " + "; ".join(wrong_shape[:5]))
+            classifier = _classifier_mismatch(model, state)
+            if classifier:
+                lines.append(classifier)
+        if missing:
+            lines.append(f"{len(missing)} keys missing from the checkpoint, e.g. {missing[:3]}")
+        if unexpected:
+            lines.append(f"{len(unexpected)} unexpected keys, e.g. {unexpected[:3]}")
+        lines.append("Is the checkpoint for another architecture or number of classes? Check the model name.")
+        raise CheckpointError("\n".join(lines))
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def _classifier_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    get_classifier = getattr(model, "get_classifier", None)
+    if get_classifier is None:
+        return None
+    head = get_classifier()
+    for name, module in model.named_modules():
+        if module is head and f"{name}.weight" in state:
+            ckpt_classes = state[f"{name}.weight"].shape[0]
+            if ckpt_classes != getattr(head, "out_features", ckpt_classes):
+                return (
+                    f"The checkpoint's classifier has {ckpt_classes} classes but the model was built with "
+                    f"{head.out_features}: set num_classes: {ckpt_classes} or use a checkpoint for this data."
+                )
+    return None
+
+
+def resolve_normalization(
+    spec: ModelSpec | None, model: nn.Module
+) -> tuple[tuple[float, ...], tuple[float, ...], int | None]:
+    """Mean, std and fixed input size for ``model``: the spec first, then timm's pretrained_cfg."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    mean = (spec.mean if spec else None) or tuple(cfg.get("mean", IMAGENET_MEAN))
+    std = (spec.std if spec else None) or tuple(cfg.get("std", IMAGENET_STD))
+    size = spec.input_size if spec else None
+    if size is None and cfg.get("fixed_input_size", False):
+        size = int(cfg["input_size"][-1])
+    return mean, std, size

@@ -1,0 +1,148 @@
+"""One mechanism for reading intermediate features, shared by every feature-based method.
+
+A :class:`FeatureTap` wraps a network and returns ``(logits, [features...])`` from a single
+forward pass. Layers are named either
+
+* by **stage index** (``int``, negative allowed) into the model's ``feature_info`` -- served by
+  timm's ``forward_intermediates`` where the model has it (the lit_kd CIFAR zoo has it too, with
+  ``preact=True`` for pre-activation features), or by forward hooks on the ``feature_info`` modules
+  otherwise; or
+* by **module name** (``str``, e.g. ``"layer2.1.bn2"``) -- served by forward hooks on that module.
+
+Hooks are registered on the bare network (never on a DDP wrapper), so names never gain a
+``module.`` prefix.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["FeatureTap", "TapError", "feature_channels"]
+
+Layer = int | str
+
+
+class TapError(ValueError):
+    """A requested feature layer that the model does not have."""
+
+
+class FeatureTap:
+    """Read logits and intermediate features of ``model`` in one forward pass.
+
+    Args:
+        model: a timm model, a lit_kd CIFAR-zoo model, or any ``nn.Module`` (module names only).
+        layers: stage indices into ``model.feature_info`` and/or dotted module names.
+        preact: return stage features before their final ReLU. Needs a model whose
+            ``forward_intermediates`` accepts ``preact`` (the CIFAR zoo); for other models tap the
+            normalization module by name instead (e.g. ``"layer3.1.bn2"``).
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[Layer], preact: bool = False) -> None:
+        self.model = model
+        self.layers: list[Layer] = list(layers)
+        self.preact = preact
+        self._captured: dict[str, Tensor] = {}
+        self._armed = False
+
+        feature_info = _feature_info(model)
+        self._use_intermediates = (
+            bool(self.layers)
+            and all(isinstance(layer, int) for layer in self.layers)
+            and hasattr(model, "forward_intermediates")
+            and hasattr(model, "forward_head")
+        )
+        if preact:
+            accepts = self._use_intermediates and "preact" in inspect.signature(model.forward_intermediates).parameters
+            if not accepts:
+                raise TapError(
+                    f"{type(model).__name__} cannot return pre-activation stage features. Use preact=False, "
+                    "or tap the normalization layer before the activation by module name."
+                )
+        if self._use_intermediates:
+            n = len(feature_info)
+            for layer in self.layers:
+                if not -n <= int(layer) < n:
+                    raise TapError(
+                        f"Feature layer {layer} does not exist: {type(model).__name__} has {n} stages "
+                        f"(valid indices {-n}..{n - 1})."
+                    )
+            self._requested = [int(layer) % n for layer in self.layers]
+            self._stages = sorted(set(self._requested))
+            self._hook_names: list[str] = []
+        else:
+            self._hook_names = [self._module_name(layer, feature_info) for layer in self.layers]
+            modules = dict(model.named_modules())
+            for name in self._hook_names:
+                modules[name].register_forward_hook(self._make_hook(name))
+
+    def _module_name(self, layer: Layer, feature_info: list[dict]) -> str:
+        if isinstance(layer, int):
+            if not feature_info:
+                raise TapError(
+                    f"{type(self.model).__name__} has no feature_info, so stages cannot be tapped by index. "
+                    "Name the layer instead, e.g. one of: " + ", ".join(_some_module_names(self.model))
+                )
+            n = len(feature_info)
+            if not -n <= layer < n:
+                raise TapError(f"Feature layer {layer} does not exist: the model has {n} stages.")
+            return feature_info[layer]["module"]
+        names = dict(self.model.named_modules())
+        if layer not in names or layer == "":
+            raise TapError(
+                f"Feature layer {layer!r} does not exist in {type(self.model).__name__}. "
+                "Some valid names: " + ", ".join(_some_module_names(self.model))
+            )
+        return layer
+
+    def _make_hook(self, name: str):
+        def hook(module: nn.Module, inputs: tuple, output: Tensor) -> None:
+            if self._armed:
+                self._captured[name] = output
+        return hook
+
+    def __call__(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        if self._use_intermediates:
+            kwargs = {"preact": True} if self.preact else {}
+            final, features = self.model.forward_intermediates(x, indices=self._stages, **kwargs)
+            by_stage = dict(zip(self._stages, features))  # timm returns them in forward order, once each
+            return self.model.forward_head(final), [by_stage[stage] for stage in self._requested]
+        self._armed = True
+        try:
+            logits = self.model(x)
+            features = [self._captured.pop(name) for name in self._hook_names]
+        finally:
+            self._armed = False
+            self._captured.clear()
+        return logits, features
+
+
+@torch.no_grad()
+def feature_channels(tap: FeatureTap, image_size: int = 32) -> list[tuple[int, ...]]:
+    """Shapes (without batch) of the tapped features, from one dummy forward in eval mode."""
+    model = tap.model
+    was_training = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        _, features = tap(torch.zeros(1, 3, image_size, image_size, device=device))
+    finally:
+        model.train(was_training)
+    return [tuple(f.shape[1:]) for f in features]
+
+
+def _feature_info(model: nn.Module) -> list[dict]:
+    info = getattr(model, "feature_info", None)
+    if info is None:
+        return []
+    if hasattr(info, "get_dicts"):  # timm FeatureInfo object
+        return list(info.get_dicts())
+    return list(info)
+
+
+def _some_module_names(model: nn.Module, limit: int = 12) -> list[str]:
+    names = [name for name, _ in model.named_children()]
+    return names[:limit]

@@ -1,0 +1,151 @@
+"""Every shipped config runs through the CLI; export round-trips to timm; the README runs."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+import lit_kd  # noqa: F401
+from lit_kd.cli import main
+from tests.helpers import REPO, SHARED_DATA
+
+CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if p.name != "wandb.yaml")
+TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+        "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false"]
+
+
+def write_fake_cifar(root: Path, classes: int, n_train: int = 120, n_test: int = 40) -> Path:
+    """A tiny folder in torchvision's CIFAR python format (random pixels)."""
+    rng = np.random.default_rng(0)
+    label_key = b"labels" if classes == 10 else b"fine_labels"
+    if classes == 10:
+        folder = root / "cifar-10-batches-py"
+        folder.mkdir(parents=True)
+        names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+        sizes = [n_train // 5] * 5 + [n_test]
+        with open(folder / "batches.meta", "wb") as f:
+            pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, f)
+    else:
+        folder = root / "cifar-100-python"
+        folder.mkdir(parents=True)
+        names, sizes = ["train", "test"], [n_train, n_test]
+        with open(folder / "meta", "wb") as f:
+            pickle.dump({b"fine_label_names": [f"c{i}".encode() for i in range(100)]}, f)
+    for name, size in zip(names, sizes):
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": rng.integers(0, 256, (size, 3072), dtype=np.uint8),
+                         label_key: list(rng.integers(0, classes, size))}, f)
+    return root
+
+
+def write_fake_folder(root: Path, classes: int = 3, per_class: int = 6) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in range(classes):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+def config_overrides(config: Path, tmp_path: Path) -> list[str]:
+    text = config.read_text()
+    extra: list[str] = []
+    dataset = re.search(r"dataset: (\w+)", text).group(1)
+    if dataset in ("cifar10", "cifar100"):
+        data = write_fake_cifar(tmp_path / "data", 10 if dataset == "cifar10" else 100)
+        extra += ["--data.init_args.data_dir", str(data), "--data.init_args.batch_size", "16"]
+    elif dataset == "folder":
+        data = write_fake_folder(tmp_path / "data")
+        extra += ["--data.init_args.data_dir", str(data), "--data.init_args.image_size", "32",
+                  "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
+                  "--model.init_args.teacher.num_classes", "3", "--model.init_args.student.num_classes", "3",
+                  "--model.init_args.teacher.pretrained", "false", "--trainer.precision", "32-true"]
+    checkpoint = re.search(r"checkpoint: ([^,}\s]+)", text)
+    if checkpoint:  # the teacher comes from another run or from ../shared: give it a real file
+        teacher = re.search(r"teacher: \{name: ([\w.]+), num_classes: (\d+)", text)
+        path = tmp_path / "teacher.pth"
+        num_classes = int(teacher.group(2))
+        torch.save(timm.create_model(teacher.group(1), num_classes=num_classes).state_dict(), path)
+        extra += ["--model.init_args.teacher.checkpoint", str(path)]
+    return extra
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
+def test_every_config_runs_a_few_steps(config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", str(config), *TINY, *config_overrides(config, tmp_path)])
+    summaries = list(tmp_path.rglob("summary.json"))
+    assert summaries, "the run summary was not written"
+    record = json.loads(summaries[0].read_text())
+    assert record["last"]["epoch"] == 0 and record["last"]["val_acc"] is not None
+    assert list(tmp_path.rglob("last.ckpt")), "the config's checkpoint callback wrote nothing"
+
+
+def test_print_config_lists_every_method_option(capsys):
+    for method, option in [("KD", "temperature"), ("FitNet", "hint_weight"), ("Supervised", "label_smoothing")]:
+        networks = ["--model.student", "{name: resnet8}"]
+        if method != "Supervised":
+            networks += ["--model.teacher", "{name: resnet14}"]
+        with pytest.raises(SystemExit):
+            main(["fit", "--model", method, *networks, "--data", "KDDataModule", "--print_config"])
+        out = capsys.readouterr().out
+        assert f"{option}:" in out and "augmentation: consistent" in out
+
+
+def test_export_round_trips_to_timm(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", str(REPO / "configs" / "quickstart_teacher.yaml"), *TINY,
+          "--data.init_args.image_size", "16"])
+    ckpt = tmp_path / "runs" / "quickstart" / "teacher" / "checkpoints" / "last.ckpt"
+    out = tmp_path / "student.safetensors"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--ckpt", str(ckpt), "--out", str(out)])
+    assert exit_info.value.code == 0
+    state = torch.load(ckpt, weights_only=True)["state_dict"]
+    expected = {k[len("student."):]: v for k, v in state.items() if k.startswith("student.")}
+    plain = timm.create_model("resnet20_a", num_classes=10)
+    plain.load_state_dict(__import__("safetensors.torch").torch.load_file(str(out)))
+    via_timm = timm.create_model("resnet20_a", num_classes=10, pretrained=True,
+                                 pretrained_cfg_overlay=dict(file=str(out)))
+    for key, value in expected.items():
+        assert torch.equal(plain.state_dict()[key], value)
+        assert torch.equal(via_timm.state_dict()[key], value)
+    with pytest.raises(Exception, match="teacher"):
+        main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "t.safetensors"), "--network", "teacher"])
+
+
+def test_readme_drop_in_example_runs_as_written(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    readme = (REPO / "README.md").read_text()
+    code = re.search(r"<!-- drop-in -->\n```python\n(.*?)```", readme, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    module = namespace["module"]
+    assert module.trainer.state.finished and module.trainer.global_step == 4
+    assert all(not p.requires_grad for p in module.teacher.parameters())
+
+
+def test_readme_test_command_is_what_ci_runs():
+    readme = (REPO / "README.md").read_text()
+    command = re.search(r"<!-- test-command -->\n```bash\n(.*)\n", readme).group(1)
+    assert "pytest" in command and "pip install" in command
+    assert "test-command" in (REPO / ".ci" / "run").read_text()
+
+
+def test_shared_teacher_config_path_exists():
+    if not SHARED_DATA.exists():
+        pytest.skip("no shared data")
+    text = (REPO / "configs" / "cifar10" / "kd_resnet56_a_resnet20_a.yaml").read_text()
+    path = re.search(r"checkpoint: ([^,}\s]+)", text).group(1)
+    assert (REPO / path).resolve().is_file()

@@ -1,0 +1,78 @@
+"""Metrics, the run summary, W&B (offline) and the quickstart notebook."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import lightning as L
+import pytest
+
+from lit_kd import KD, ModelSpec, Supervised
+from lit_kd.callbacks import ImagesPerSecond, RunSummary
+from tests.helpers import REPO, digits, tiny_trainer
+
+
+def test_run_summary_keeps_last_best_val_and_best_test_apart(tmp_path):
+    L.seed_everything(0)
+    module = Supervised(ModelSpec("resnet8", num_classes=10))
+    summary = RunSummary(dirpath=str(tmp_path))
+    trainer = tiny_trainer(tmp_path, max_epochs=3, limit_train_batches=4, callbacks=[summary, ImagesPerSecond(2)])
+    trainer.fit(module, datamodule=digits())
+    record = json.loads((tmp_path / "summary.json").read_text())
+    history = record["history"]
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+    assert record["last"] == history[-1]
+    best_val = max(history, key=lambda h: h["val_acc"])
+    best_test = max(history, key=lambda h: h["test_acc"])
+    assert record["best_val"]["val_acc"] == best_val["val_acc"]
+    assert record["best_val"]["test_acc"] == best_val["test_acc"]  # test accuracy *at* the best-val epoch
+    assert record["best_test"]["test_acc"] == best_test["test_acc"]
+    metrics = trainer.callback_metrics
+    for key in ("train/loss", "train/acc", "val/acc", "val/acc_top5", "test/acc", "train/images_per_sec"):
+        assert key in metrics, key
+    trainer.test(module, datamodule=digits())
+    record = json.loads((tmp_path / "summary.json").read_text())
+    assert record["final_test"]["test_acc"] == pytest.approx(float(trainer.callback_metrics["test/acc"]))
+
+
+def test_loss_components_logged_separately(tmp_path):
+    module = KD(ModelSpec("resnet8", num_classes=10), ModelSpec("resnet8", num_classes=10))
+    trainer = tiny_trainer(tmp_path, limit_train_batches=2, limit_val_batches=1)
+    trainer.fit(module, datamodule=digits())
+    for key in ("train/loss", "train/ce", "train/kd"):
+        assert key in trainer.callback_metrics
+    total = 0.1 * trainer.callback_metrics["train/ce_epoch"] + 0.9 * trainer.callback_metrics["train/kd_epoch"]
+    assert float(trainer.callback_metrics["train/loss_epoch"]) == pytest.approx(float(total), rel=1e-4)
+
+
+def test_wandb_logger_offline(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    from lightning.pytorch.loggers import WandbLogger
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logger = WandbLogger(project="lit_kd_test", save_dir=str(tmp_path), offline=True)
+    module = KD(ModelSpec("resnet8", num_classes=10), ModelSpec("resnet8", num_classes=10))
+    trainer = tiny_trainer(tmp_path, logger=logger, limit_train_batches=2, limit_val_batches=1, log_every_n_steps=1)
+    trainer.fit(module, datamodule=digits())
+    summary = dict(logger.experiment.summary)
+    assert {"val/acc", "train/kd_step", "val/teacher_acc"} <= set(summary)
+    logger.experiment.finish()
+    run_files = list(tmp_path.rglob("run-*.wandb"))  # the offline run, ready for `wandb sync`
+    assert run_files
+
+
+def test_quickstart_notebook_executes(tmp_path, monkeypatch):
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv("QUICKSTART_EPOCHS", "1")
+    monkeypatch.setenv("QUICKSTART_DIR", str(tmp_path / "runs"))
+    notebook = nbformat.read(REPO / "notebooks" / "quickstart.ipynb", as_version=4)
+    client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+                                     resources={"metadata": {"path": str(REPO)}})
+    client.execute()
+    outputs = "".join(o.get("text", "") for cell in notebook.cells for o in cell.get("outputs", []))
+    assert "student test accuracy" in outputs
+    assert (tmp_path / "runs" / "curves.png").is_file()
+    assert os.path.getsize(tmp_path / "runs" / "curves.png") > 1000
