@@ -71,7 +71,7 @@ def config_overrides(config: Path, tmp_path: Path) -> list[str]:
                   "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
                   "--model.init_args.teacher.num_classes", "3", "--model.init_args.student.num_classes", "3",
                   "--model.init_args.teacher.pretrained", "false", "--trainer.precision", "32-true"]
-    checkpoint = re.search(r"checkpoint: ([^,}\s]+)", text)
+    checkpoint = re.search(r"teacher: \{[^}]*checkpoint: ([^,}\s]+)", text)
     if checkpoint:  # the teacher comes from another run or from ../shared: give it a real file
         teacher = re.search(r"teacher: \{name: ([\w.]+), num_classes: (\d+)", text)
         path = tmp_path / "teacher.pth"
@@ -147,5 +147,5 @@ def test_shared_teacher_config_path_exists():
     if not SHARED_DATA.exists():
         pytest.skip("no shared data")
     text = (REPO / "configs" / "cifar10" / "kd_resnet56_a_resnet20_a.yaml").read_text()
-    path = re.search(r"checkpoint: ([^,}\s]+)", text).group(1)
+    path = re.search(r"teacher: \{[^}]*checkpoint: ([^,}\s]+)", text).group(1)
     assert (REPO / path).resolve().is_file()

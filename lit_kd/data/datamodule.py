@@ -411,6 +411,16 @@ class KDDataModule(L.LightningDataModule):
         """Shuffled training split (without the held-out part)."""
         return self._loader(self._train, train=True)
 
+    @property
+    def val_split_names(self) -> list[str]:
+        """Names of the loaders :meth:`val_dataloader` returns, in order (``"val"``, ``"test"``).
+
+        Methods log each under its own prefix (``val/acc``, ``test/acc``). Valid after ``setup``.
+        """
+        if self.val_split == 0:
+            return ["test"]
+        return ["val", "test"] if self.monitor_test else ["val"]
+
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
         """Held-out split, plus the test split when ``monitor_test``; the test split if ``val_split == 0``."""
         test = self._loader(self._test, train=False)

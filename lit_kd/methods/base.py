@@ -366,8 +366,7 @@ class DistillationModule(StudentModule):
     # ------------------------------------------------------------------ teacher sanity check
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         super().validation_step(batch, batch_idx, dataloader_idx)
-        if (self.check_teacher and not self._teacher_checked and self._split_name(dataloader_idx) == "val"
-                and self.trainer.state.fn == "fit"):
+        if self.check_teacher and not self._teacher_checked and dataloader_idx == 0 and self.trainer.state.fn == "fit":
             _, teacher_image, target = _split_batch(batch)
             self.teacher_accuracy.update(self.teacher_logits(teacher_image), target)
 
