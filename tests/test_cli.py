@@ -149,3 +149,24 @@ def test_shared_teacher_config_path_exists():
     text = (REPO / "configs" / "cifar10" / "kd_resnet56_a_resnet20_a.yaml").read_text()
     path = re.search(r"teacher: \{[^}]*checkpoint: ([^,}\s]+)", text).group(1)
     assert (REPO / path).resolve().is_file()
+
+
+def test_validate_test_predict_subcommands(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = str(REPO / "configs" / "quickstart_teacher.yaml")
+    small = ["--data.init_args.image_size", "16"]
+    main(["fit", "--config", config, *TINY, *small])
+    ckpt = str(tmp_path / "runs" / "quickstart" / "teacher" / "checkpoints" / "last.ckpt")
+    for command in ("validate", "test"):
+        main([command, "--config", config, "--ckpt_path", ckpt, "--trainer.limit_val_batches", "1",
+              "--trainer.limit_test_batches", "1", *small])
+    summaries = list((tmp_path / "runs").rglob("summary.json"))
+    assert any(json.loads(p.read_text())["final_test"] for p in summaries)
+    main(["predict", "--config", config, "--ckpt_path", ckpt, "--trainer.limit_predict_batches", "1", *small])
+
+
+def test_bad_data_path_fails_before_training_with_the_fix(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = str(REPO / "configs" / "cifar10" / "supervised_resnet20_a.yaml")
+    with pytest.raises(FileNotFoundError, match="data_dir"):
+        main(["fit", "--config", config, *TINY, "--data.init_args.data_dir", str(tmp_path / "missing")])

@@ -195,3 +195,23 @@ def test_feature_layer_that_does_not_exist():
 def test_unknown_model_name():
     with pytest.raises(ValueError, match="Unknown model name"):
         ModelSpec("resnet8", num_classes=10) and kd_module(student=ModelSpec("resnet_does_not_exist"))
+
+
+def test_teacher_cast_to_run_precision(tmp_path):
+    module = kd_module()
+    trainer = tiny_trainer(tmp_path, precision="bf16-true", limit_train_batches=1, limit_val_batches=1)
+    trainer.fit(module, datamodule=digits())
+    assert {p.dtype for p in module.teacher.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in module.student.parameters()} == {torch.bfloat16}
+
+
+def test_ddp_two_cpu_processes_keep_teacher_frozen(tmp_path):
+    L.seed_everything(0)
+    module = kd_module()
+    before = snapshot(module.teacher)
+    student_before = snapshot(module.student)
+    trainer = tiny_trainer(tmp_path, strategy="ddp_spawn", devices=2, limit_train_batches=2, limit_val_batches=1)
+    trainer.fit(module, datamodule=digits())
+    after = snapshot(module.teacher)  # weights come back from rank 0
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert any(not torch.equal(student_before[k], v) for k, v in snapshot(module.student).items())

@@ -57,8 +57,10 @@ class InputAdapter(nn.Module):
         if self.size is not None and tuple(images.shape[-2:]) != (self.size, self.size):
             images = F.interpolate(images, size=(self.size, self.size), mode="bilinear", antialias=True,
                                    align_corners=False)
+        # The buffers follow the run's precision (bf16-true, 64-true, ...); so do the pixels.
+        images = images.to(self.mean.dtype)
         if self.normalize:
-            images = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+            images = (images - self.mean) / self.std
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images
@@ -127,6 +129,7 @@ class StudentModule(L.LightningModule):
         self.scheduler_interval = scheduler_interval
         self.label_smoothing = label_smoothing
         self.channels_last = channels_last
+        self.normalize_inputs = normalize_inputs
         mean, std, size = resolve_normalization(self.student_spec, self.student)
         self.student_input = InputAdapter(mean, std, size, normalize=normalize_inputs)
         # Constructor arguments are saved as plain data so checkpoints load with weights_only=True.
@@ -311,21 +314,14 @@ class DistillationModule(StudentModule):
         self,
         student: ModelSpec | nn.Module,
         teacher: ModelSpec | nn.Module,
-        num_classes: int | None = None,
-        optimizer: OptimizerCallable = sgd,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        scheduler_interval: str = "epoch",
-        normalize_inputs: bool = True,
-        channels_last: bool = False,
-        label_smoothing: float = 0.0,
         store_teacher: bool = False,
         check_teacher: bool = True,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(student, num_classes, optimizer, lr_scheduler, scheduler_interval, normalize_inputs,
-                         channels_last, label_smoothing)
-        self.teacher, self.teacher_spec = _build(teacher, num_classes)
+        super().__init__(student, **kwargs)
+        self.teacher, self.teacher_spec = _build(teacher, self.num_classes)
         mean, std, size = resolve_normalization(self.teacher_spec, self.teacher)
-        self.teacher_input = InputAdapter(mean, std, size, normalize=normalize_inputs)
+        self.teacher_input = InputAdapter(mean, std, size, normalize=self.normalize_inputs)
         self.teacher.requires_grad_(False)
         self.teacher.eval()
         self.store_teacher = store_teacher
