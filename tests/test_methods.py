@@ -215,3 +215,22 @@ def test_ddp_two_cpu_processes_keep_teacher_frozen(tmp_path):
     after = snapshot(module.teacher)  # weights come back from rank 0
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert any(not torch.equal(student_before[k], v) for k, v in snapshot(module.student).items())
+
+
+def test_teacher_gets_its_own_normalization_and_resolution_from_the_same_pixels():
+    teacher = ModelSpec("resnet20_a", num_classes=10, input_size=48)  # ImageNet statistics, 48 px
+    student = ModelSpec("resnet8", num_classes=10)  # CIFAR-100 statistics, data resolution
+    module = KD(student, teacher)
+    seen = {}
+    module.teacher.conv1.register_forward_hook(lambda m, inputs, out: seen.update(teacher=inputs[0]))
+    module.student.conv1.register_forward_hook(lambda m, inputs, out: seen.update(student=inputs[0]))
+    pixels = torch.rand(2, 3, 32, 32)
+    module.training_losses({"image": pixels, "teacher_image": pixels, "target": torch.zeros(2, dtype=torch.long)})
+    imagenet = (torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225]))
+    cifar100 = module.student.pretrained_cfg["mean"], module.student.pretrained_cfg["std"]
+    assert seen["teacher"].shape[-1] == 48 and seen["student"].shape[-1] == 32
+    expected_student = (pixels - torch.tensor(cifar100[0]).view(1, 3, 1, 1)) / torch.tensor(cifar100[1]).view(1, 3, 1, 1)
+    assert torch.allclose(seen["student"], expected_student, atol=1e-6)
+    resized = torch.nn.functional.interpolate(pixels, size=(48, 48), mode="bilinear", antialias=True)
+    expected_teacher = (resized - imagenet[0].view(1, 3, 1, 1)) / imagenet[1].view(1, 3, 1, 1)
+    assert torch.allclose(seen["teacher"], expected_teacher, atol=1e-5)

@@ -16,7 +16,7 @@ different ``pretrained_cfg`` read the very same augmented pixels.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -75,10 +75,6 @@ def _build(network: ModelSpec | dict | nn.Module, num_classes: int | None) -> tu
     return create_model(spec), spec
 
 
-def _out_features(logits: Tensor) -> int:
-    return int(logits.shape[-1])
-
-
 def _split_batch(batch: Batch | tuple | list) -> tuple[Tensor, Tensor, Tensor | None]:
     """(student image, teacher image, target) from a dict batch or an (image, target) tuple."""
     if isinstance(batch, dict):
@@ -134,7 +130,7 @@ class StudentModule(L.LightningModule):
         self.student_input = InputAdapter(mean, std, size, normalize=normalize_inputs)
         # Constructor arguments are saved as plain data so checkpoints load with weights_only=True.
         self.save_hyperparameters(ignore=["student", "teacher", "optimizer", "lr_scheduler"], logger=False,
-                                  frame=_caller_frame())
+                                  frame=_outermost_init_frame(self))
         self._record_network("student", student)
         self._metrics_ready = False
 
@@ -232,7 +228,7 @@ class StudentModule(L.LightningModule):
             network.train(was_training)
         if logits.ndim != 2:
             raise ValueError(f"The {name} network returns shape {tuple(logits.shape)}; expected (batch, classes).")
-        return _out_features(logits)
+        return int(logits.shape[-1])
 
     def forward(self, images: Tensor) -> Tensor:
         """Student logits for a batch of pixels in [0, 1]."""
@@ -402,17 +398,15 @@ class DistillationModule(StudentModule):
                 state[f"teacher.{key}"] = value
 
 
-def _caller_frame():
-    """The frame of the outermost ``__init__`` in the MRO chain, for ``save_hyperparameters``."""
+def _outermost_init_frame(module: L.LightningModule):
+    """The frame of the most derived ``__init__`` running for ``module`` (the one whose arguments
+    describe the whole method), for ``save_hyperparameters``."""
     import inspect
 
     frame = inspect.currentframe()
     init_frame = None
     while frame is not None:
-        if frame.f_code.co_name == "__init__" and isinstance(frame.f_locals.get("self"), L.LightningModule):
+        if frame.f_code.co_name == "__init__" and frame.f_locals.get("self") is module:
             init_frame = frame
         frame = frame.f_back
     return init_frame
-
-
-OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
