@@ -36,6 +36,15 @@ def test_run_summary_keeps_last_best_val_and_best_test_apart(tmp_path):
     assert record["final_test"]["test_acc"] == pytest.approx(float(trainer.callback_metrics["test/acc"]))
 
 
+def test_summary_records_teacher_accuracy_of_a_one_epoch_run(tmp_path):
+    module = KD(ModelSpec("resnet8", num_classes=10), ModelSpec("resnet8", num_classes=10))
+    trainer = tiny_trainer(tmp_path, limit_train_batches=1, callbacks=[RunSummary(dirpath=str(tmp_path))])
+    with pytest.warns(UserWarning, match="TEACHER NEAR CHANCE"):
+        trainer.fit(module, datamodule=digits())
+    record = json.loads((tmp_path / "summary.json").read_text())
+    assert record["teacher_val_acc"] == pytest.approx(float(trainer.callback_metrics["val/teacher_acc"]))
+
+
 def test_loss_components_logged_separately(tmp_path):
     module = KD(ModelSpec("resnet8", num_classes=10), ModelSpec("resnet8", num_classes=10))
     trainer = tiny_trainer(tmp_path, limit_train_batches=2, limit_val_batches=1)

@@ -47,8 +47,10 @@ class RunSummary(L.Callback):
         root = self.dirpath or trainer.log_dir or trainer.default_root_dir
         return Path(root) / self.filename
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # on_validation_end, not on_validation_epoch_end: callbacks' epoch-end hooks run before the
+        # module's, so metrics the module logs there (val/teacher_acc) would be missed.
+        if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         metrics = trainer.callback_metrics
         val = _number(metrics.get(self.val_key))
