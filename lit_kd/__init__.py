@@ -22,6 +22,8 @@ _LAZY = {
     "Supervised": "lit_kd.methods.supervised",
     "KD": "lit_kd.methods.kd",
     "FitNet": "lit_kd.methods.fitnet",
+    "FunctionMatching": "lit_kd.methods.function_matching",
+    "TeacherCache": "lit_kd.teacher_cache",
     "KDDataModule": "lit_kd.data.datamodule",
     "FeatureTap": "lit_kd.taps",
 }

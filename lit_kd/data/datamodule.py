@@ -7,7 +7,8 @@ augmentation happens batched on the training device in
 
     {"image": float32 B×3×S×S in [0, 1],   # not normalized
      "teacher_image": float32 B×3×S×S,     # `is` "image" unless augmentation differs per network
-     "target": int64 B}
+     "target": int64 B,
+     "index": int64 B}                     # only with return_index (see KDDataModule)
 """
 
 from __future__ import annotations
@@ -50,13 +51,16 @@ class InMemoryImageDataset(Dataset):
     ``__getitems__`` returns the batch dict ``{"image": uint8 B×3×H×W,
     "target": int64 B}`` with one indexing operation, so a DataLoader with
     :func:`passthrough_collate` pays no per-sample Python cost. ``__getitem__``
-    still works (one sample), e.g. for Lightning's checks.
+    still works (one sample), e.g. for Lightning's checks. With ``return_index`` the dict also holds
+    ``"index"``: each sample's position in ``images`` (unique across views of the same images).
     """
 
-    def __init__(self, images: Tensor, targets: Tensor, indices: Tensor | None = None) -> None:
+    def __init__(self, images: Tensor, targets: Tensor, indices: Tensor | None = None,
+                 return_index: bool = False) -> None:
         self.images = images
         self.targets = targets
         self.indices = indices
+        self.return_index = return_index
 
     def __len__(self) -> int:
         return len(self.indices) if self.indices is not None else len(self.targets)
@@ -66,11 +70,17 @@ class InMemoryImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         i = self._map(torch.as_tensor(index))
-        return {"image": self.images[i], "target": self.targets[i]}
+        item = {"image": self.images[i], "target": self.targets[i]}
+        if self.return_index:
+            item["index"] = i
+        return item
 
     def __getitems__(self, indices: list[int]) -> dict[str, Tensor]:
         idx = self._map(torch.as_tensor(indices, dtype=torch.int64))
-        return {"image": self.images[idx], "target": self.targets[idx]}
+        batch = {"image": self.images[idx], "target": self.targets[idx]}
+        if self.return_index:
+            batch["index"] = idx
+        return batch
 
 
 def passthrough_collate(batch: Any) -> Any:
@@ -181,6 +191,11 @@ class KDDataModule(L.LightningDataModule):
         monitor_test: ``val_dataloader()`` returns ``[val, test]`` so test accuracy
             is logged every epoch too (dataloader_idx 1); with ``val_split=0`` it
             returns the test loader alone either way.
+        return_index: in-memory batches also carry ``"index"``, each sample's
+            position in the stored images of its split (held-out samples share the
+            training store and have their own positions); it passes through
+            :meth:`transform_batch`. ``None``: only with
+            ``augmentation="fixed_teacher"``, where teacher-output caches need it.
     """
 
     def __init__(
@@ -199,6 +214,7 @@ class KDDataModule(L.LightningDataModule):
         in_memory_limit_gb: float = 4.0,
         num_workers: int = 4,
         monitor_test: bool = True,
+        return_index: bool | None = None,
     ) -> None:
         super().__init__()
         if dataset not in ("digits", "cifar10", "cifar100", "folder"):
@@ -234,6 +250,7 @@ class KDDataModule(L.LightningDataModule):
         self.in_memory_limit_gb = in_memory_limit_gb
         self.num_workers = num_workers
         self.monitor_test = monitor_test
+        self.return_index = augmentation == "fixed_teacher" if return_index is None else bool(return_index)
 
         self._classes: list[str] | None = None
         self._layout: sources.ImageFolderLayout | None = None
@@ -335,9 +352,11 @@ class KDDataModule(L.LightningDataModule):
     def _set_in_memory(self, train_images: Tensor, train_targets: Tensor, test_images: Tensor,
                        test_targets: Tensor) -> None:
         train_idx, val_idx = split_indices(len(train_targets), self.val_split, self.split_seed)
-        self._train = InMemoryImageDataset(train_images, train_targets, train_idx)
-        self._val = None if val_idx is None else InMemoryImageDataset(train_images, train_targets, val_idx)
-        self._test = InMemoryImageDataset(test_images, test_targets)
+        index = self.return_index
+        self._train = InMemoryImageDataset(train_images, train_targets, train_idx, return_index=index)
+        self._val = (None if val_idx is None
+                     else InMemoryImageDataset(train_images, train_targets, val_idx, return_index=index))
+        self._test = InMemoryImageDataset(test_images, test_targets, return_index=index)
         self._streamed = False
 
     def _setup_folder(self) -> None:
@@ -496,7 +515,10 @@ class KDDataModule(L.LightningDataModule):
                 teacher_image = self.augment(images, generator)
             else:
                 teacher_image = self.eval_view(images)
-        return {"image": image, "teacher_image": teacher_image, "target": target.long()}
+        out = {"image": image, "teacher_image": teacher_image, "target": target.long()}
+        if "index" in batch:
+            out["index"] = batch["index"]
+        return out
 
     def training_generator(self, device: torch.device | str) -> torch.Generator:
         """Generator for the next training batch on ``device``, reseeded per batch.
@@ -521,6 +543,36 @@ class KDDataModule(L.LightningDataModule):
             images = batch[0] if isinstance(batch, (tuple, list)) else batch["image"]
             generator = self.training_generator(images.device)
         return self.transform_batch(batch, train=train, generator=generator)
+
+    def fingerprint(self, split: Literal["train"] = "train") -> dict[str, Any]:
+        """What identifies the samples behind ``batch["index"]`` and their evaluation view (after
+        :meth:`setup`), for caches keyed by sample index (e.g. :class:`lit_kd.teacher_cache.TeacherCache`).
+
+        Holds the data set's name, the split, the number of stored samples, a SHA-256 of all labels
+        and of eight evenly spaced stored images (in-memory data) or of the file names (streamed
+        folders), and the evaluation view's style and size. Only the training split is supported.
+        """
+        import hashlib
+
+        if split != "train":
+            raise ValueError(f"only the 'train' split has a fingerprint, got {split!r}")
+        if self._train is None:
+            raise RuntimeError("KDDataModule.setup() has not run yet")
+        info: dict[str, Any] = {"dataset": self.dataset, "split": split,
+                                "eval_view": {"style": self.eval_style, "image_size": self._image_size}}
+        if isinstance(self._train, InMemoryImageDataset):
+            images, targets = self._train.images, self._train.targets
+            positions = torch.linspace(0, len(images) - 1, steps=min(8, len(images))).round().long().unique()
+            info.update(num_samples=len(images), stored_shape=list(images.shape[1:]),
+                        samples_sha256=hashlib.sha256(images[positions].contiguous().numpy().tobytes()).hexdigest())
+        else:
+            names = getattr(self._train, "names", [])
+            targets = getattr(self._train, "targets", torch.zeros(0, dtype=torch.int64))
+            info.update(num_samples=len(names),
+                        names_sha256=hashlib.sha256("\n".join(names).encode()).hexdigest())
+        labels = torch.as_tensor(targets, dtype=torch.int64).contiguous()
+        info["labels_sha256"] = hashlib.sha256(labels.numpy().tobytes()).hexdigest()
+        return info
 
     def state_dict(self) -> dict[str, Any]:
         """Data seed and training-batch count, so a resumed run continues the same randomness."""

@@ -15,6 +15,7 @@ different ``pretrained_cfg`` read the very same augmented pixels.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
@@ -151,6 +152,11 @@ class StudentModule(L.LightningModule):
         for module in self.trainable_modules().values():
             yield from (p for p in module.parameters() if p.requires_grad)
 
+    def named_trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """``(name, parameter)`` for :meth:`trainable_parameters`, named as in this module's state dict."""
+        for prefix, module in self.trainable_modules().items():
+            yield from ((n, p) for n, p in module.named_parameters(prefix=prefix) if p.requires_grad)
+
     def _setup_metrics(self, num_classes: int) -> None:
         from torchmetrics import MetricCollection
         from torchmetrics.classification import MulticlassAccuracy
@@ -286,11 +292,19 @@ class StudentModule(L.LightningModule):
         return out
 
     def configure_optimizers(self) -> Any:
-        params = list(self.trainable_parameters())
+        # Optimizers that group parameters by name (lit_kd.optim) say so with `accepts_named_parameters`.
+        if _accepts_named_parameters(self.optimizer_factory):
+            params: list[Any] = list(self.named_trainable_parameters())
+        else:
+            params = list(self.trainable_parameters())
         optimizer = self.optimizer_factory(params)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
+        if callable(getattr(scheduler, "resolve_total_steps", None)) and self._trainer is not None:  # WarmupCosine
+            run_length = (self.trainer.estimated_stepping_batches if self.scheduler_interval == "step"
+                          else self.trainer.max_epochs)
+            scheduler.resolve_total_steps(run_length if run_length is not None and run_length >= 0 else math.inf)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.scheduler_interval}}
 
 
@@ -396,6 +410,13 @@ class DistillationModule(StudentModule):
         if not any(k.startswith("teacher.") for k in state):
             for key, value in self.teacher.state_dict().items():
                 state[f"teacher.{key}"] = value
+
+
+def _accepts_named_parameters(factory: Any) -> bool:
+    """Whether an optimizer factory (a class, a ``functools.partial`` of one as LightningCLI builds it,
+    or a function) declares ``accepts_named_parameters = True``."""
+    candidates = [factory, getattr(factory, "func", None), *getattr(factory, "args", ())]
+    return any(getattr(c, "accepts_named_parameters", False) is True for c in candidates if c is not None)
 
 
 def _outermost_init_frame(module: L.LightningModule):

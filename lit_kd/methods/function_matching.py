@@ -1,0 +1,329 @@
+"""Function matching: Beyer et al., "Knowledge distillation: A good teacher is patient and consistent"
+(CVPR 2022).
+
+The student learns the teacher's whole function: the loss is ``T²·KL(teacher ‖ student)`` on the very
+same input tensor, without ground-truth labels, and that input is a mixup of the batch with itself.
+The paper's ablation of how the teacher's view relates to the student's is selectable with ``view``.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from lit_kd.data.mixup import MixParams, _check_alpha, apply_mix, sample_mix
+from lit_kd.losses import kd_loss
+from lit_kd.methods.base import Batch, DistillationModule, _split_batch
+from lit_kd.models import ModelSpec
+from lit_kd.teacher_cache import TeacherCache, canonical_identity, module_fingerprint
+
+__all__ = ["FunctionMatching", "View", "check_resolutions"]
+
+log = logging.getLogger(__name__)
+
+View = Literal["fixed_teacher", "independent", "consistent", "function_matching"]
+#: The KDDataModule augmentation each view needs.
+DATA_AUGMENTATION: dict[str, str] = {
+    "fixed_teacher": "fixed_teacher",
+    "independent": "independent",
+    "consistent": "consistent",
+    "function_matching": "consistent",
+}
+
+
+def check_resolutions(data_size: int | None, student_size: int | None, teacher_size: int | None,
+                      allow_upscale: bool = True) -> None:
+    """Check that both networks' input resolutions can be made from the data's one crop.
+
+    Every network reads the crop the data produces at ``data_size`` (``S``), resized to its own
+    ``input_size`` (``None``: read at ``S``). The resolutions are *reachable* when all sizes are
+    positive integers and, with ``allow_upscale=False``, no network asks for more pixels than the
+    crop has (``input_size <= S``; e.g. teacher 384 and student 224 need ``S >= 384``).
+
+    Raises:
+        ValueError: a size is not a positive integer, or a network would upscale the crop while
+            ``allow_upscale`` is off.
+    """
+    sizes = {"data image_size": data_size, "student input_size": student_size, "teacher input_size": teacher_size}
+    for name, size in sizes.items():
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise ValueError(f"The {name} must be a positive integer, got {size!r}.")
+    if data_size is None or allow_upscale:
+        return
+    for network, size in (("student", student_size), ("teacher", teacher_size)):
+        if size is not None and size > data_size:
+            largest = max(s for s in (student_size, teacher_size) if s is not None)
+            raise ValueError(
+                f"The {network} reads {size}x{size} pixels, but the data's crop is only {data_size}x{data_size}: "
+                f"with allow_upscale=False both resolutions must be reachable by resizing the one crop down. "
+                f"Set data.image_size to at least {largest} (the largest network resolution) so every network "
+                "resizes the same crop down to its input_size, or allow upscaling."
+            )
+
+
+class FunctionMatching(DistillationModule):
+    r"""Function matching (Beyer et al., CVPR 2022): consistent, patient distillation with mixup.
+
+    .. math::
+        \tilde x = a\,x + (1 - a)\,\mathrm{roll}(x, 1), \qquad
+        L = T^2 \cdot \frac{1}{B}\sum_b \mathrm{KL}\big(\mathrm{softmax}(z^t(\tilde x_b)/T)\,\|\,
+        \mathrm{softmax}(z^s(\tilde x_b)/T)\big)
+
+    with ``a = max(u, 1 - u)``, ``u ~ Beta(p, p)`` drawn once per batch. Labels are not used by the
+    loss (only for the logged accuracy). Mixing happens once, on the training device, on the tensor
+    both networks read; each network then normalizes it and resizes it to its own ``input_size``,
+    so a teacher at 384 px and a student at 224 px see the same crop, flip and mixup (give the data
+    the larger size: ``image_size: 384``).
+
+    ``view`` selects the paper's four setups (the data module's ``augmentation`` must match; see
+    ``DATA_AUGMENTATION``):
+
+    * ``"function_matching"``: one shared random view plus mixup (``p = 1`` unless ``mixup_alpha``);
+    * ``"consistent"``: one shared random view, no mixup unless ``mixup_alpha`` is given;
+    * ``"independent"``: teacher and student get independent random views; with ``mixup_alpha``
+      both are mixed with the same partner and coefficient;
+    * ``"fixed_teacher"``: the teacher sees the un-augmented evaluation view; its logits never
+      change and are cached by sample index (:class:`~lit_kd.teacher_cache.TeacherCache`).
+
+    Logged: ``train/loss``, ``train/mixup_a`` (the batch's coefficient), ``train/agreement`` (top-1
+    match of teacher and student on the training input), and on clean validation images
+    ``val/agreement`` and ``val/kl`` (``KL(teacher ‖ student)`` at temperature 1), plus the base
+    class's accuracy metrics.
+
+    Args:
+        temperature: softmax temperature T (the official ImageNet recipe uses 1).
+        view: which of the four setups to train.
+        mixup_alpha: ``p`` of ``Beta(p, p)``; ``None``: 1 for ``"function_matching"``, off otherwise.
+            Must be > 0. Not available with ``"fixed_teacher"`` (the teacher's fixed view is unmixed).
+        cutmix: paste a box of area ``1 - a`` from the partner instead of blending (same box for the
+            whole batch).
+        allow_upscale: allow a network's ``input_size`` above the data's crop size; with ``False``
+            such a setup is refused (see :func:`check_resolutions`).
+        teacher_cache: cache the fixed teacher's logits by sample index (``"fixed_teacher"`` only;
+            needs batches with ``"index"``, which KDDataModule adds for ``augmentation:
+            fixed_teacher``).
+        teacher_cache_dir: also save the cache there and reuse it in later runs; a directory
+            written for another teacher, data set or view is refused.
+        **kwargs: the :class:`~lit_kd.methods.base.DistillationModule` arguments (optimizer, ...).
+    """
+
+    def __init__(
+        self,
+        student: ModelSpec | nn.Module,
+        teacher: ModelSpec | nn.Module,
+        temperature: float = 1.0,
+        view: View = "function_matching",
+        mixup_alpha: float | None = None,
+        cutmix: bool = False,
+        allow_upscale: bool = True,
+        teacher_cache: bool = True,
+        teacher_cache_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(student, teacher, **kwargs)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if view not in DATA_AUGMENTATION:
+            raise ValueError(f"view must be one of {', '.join(DATA_AUGMENTATION)}, got {view!r}")
+        if mixup_alpha is None and view == "function_matching":
+            mixup_alpha = 1.0
+        if mixup_alpha is not None:
+            _check_alpha(mixup_alpha)
+            if view == "fixed_teacher":
+                raise ValueError("mixup does not combine with view='fixed_teacher': the teacher's fixed view is "
+                                 "not mixed, so teacher and student would see different images; leave mixup_alpha "
+                                 "unset or use view='function_matching'")
+        if cutmix and mixup_alpha is None:
+            raise ValueError(f"cutmix=True needs mixing on: view='function_matching' or a mixup_alpha "
+                             f"(view={view!r} has none)")
+        if teacher_cache_dir is not None and view != "fixed_teacher":
+            raise ValueError("teacher_cache_dir is only used with view='fixed_teacher' (the only view whose "
+                             "teacher outputs can be precomputed)")
+        check_resolutions(None, self.student_input.size, self.teacher_input.size, allow_upscale)
+        self.temperature = float(temperature)
+        self.view = view
+        self.mixup_alpha = mixup_alpha
+        self.cutmix = cutmix
+        self.allow_upscale = allow_upscale
+        self.use_teacher_cache = teacher_cache and view == "fixed_teacher"
+        self.teacher_cache_dir = teacher_cache_dir
+        self.teacher_cache: TeacherCache | None = None
+        self._resolutions_checked = False
+        self._warned_no_index = False
+        # Mixup randomness: one CPU generator reseeded per batch from (seed, rank, batch count), both
+        # saved in checkpoints, so a resumed run draws the same coefficients.
+        self._mix_seed: int | None = None
+        self._mix_batches = 0
+        self._mix_generator = torch.Generator()
+
+    # ------------------------------------------------------------------ setup checks
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        _, image_size = self._data_info()
+        if image_size is not None:
+            check_resolutions(image_size, self.student_input.size, self.teacher_input.size, self.allow_upscale)
+            self._resolutions_checked = True
+        if stage != "fit":
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        augmentation = getattr(datamodule, "augmentation", None)
+        needed = DATA_AUGMENTATION[self.view]
+        if augmentation is not None and augmentation != needed:
+            raise ValueError(
+                f"view={self.view!r} needs the data's augmentation={needed!r}, but it is {augmentation!r}: "
+                f"set data.init_args.augmentation: {needed}"
+            )
+        if self.use_teacher_cache:  # rebuilt per fit unless teacher, data and view are unchanged
+            self.teacher_cache = self._build_teacher_cache(datamodule)
+
+    def _build_teacher_cache(self, datamodule: Any) -> TeacherCache | None:
+        fingerprint = getattr(datamodule, "fingerprint", None)
+        if not callable(fingerprint):
+            if self.teacher_cache_dir is not None:
+                raise ValueError("teacher_cache_dir needs a data module that identifies its samples "
+                                 "(KDDataModule.fingerprint()); without one the cache could serve stale entries")
+            warnings.warn("view='fixed_teacher': the data has no fingerprint() (use KDDataModule), so teacher "
+                          "outputs are recomputed every batch instead of cached", UserWarning, stacklevel=2)
+            return None
+        data = fingerprint()
+        adapter = self.teacher_input
+        identity = {
+            "teacher": {
+                "weights_sha256": module_fingerprint(self.teacher),
+                "class": type(self.teacher).__name__,
+                "input": {"size": adapter.size, "normalize": adapter.normalize,
+                          "mean": [round(float(v), 8) for v in adapter.mean.flatten()],
+                          "std": [round(float(v), 8) for v in adapter.std.flatten()]},
+            },
+            "data": data,
+            "view": {"name": self.view, "data_image_size": data.get("eval_view", {}).get("image_size"),
+                     "teacher_resolution": adapter.size or data.get("eval_view", {}).get("image_size")},
+            "precision": str(getattr(self.trainer, "precision", None)),
+            "channels_last": self.channels_last,
+        }
+        num_classes = self.teacher_accuracy.num_classes  # the class count setup() agreed on
+        previous = self.teacher_cache
+        if previous is not None and previous.identity == canonical_identity(identity) and previous.directory == (
+                None if self.teacher_cache_dir is None else Path(self.teacher_cache_dir).expanduser()):
+            return previous
+        cache = TeacherCache(identity, data["num_samples"], num_classes, directory=self.teacher_cache_dir)
+        if len(cache):
+            log.info("teacher cache: %d of %d samples loaded from %s", len(cache), cache.num_samples,
+                     self.teacher_cache_dir)
+        return cache
+
+    # ------------------------------------------------------------------ mixup randomness
+    def _next_mix_generator(self) -> torch.Generator:
+        from lit_kd.data.datamodule import _mix_seed
+
+        if self._mix_seed is None:
+            self._mix_seed = int(torch.initial_seed()) & 0x7FFFFFFFFFFFFFFF
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        self._mix_generator.manual_seed(_mix_seed(self._mix_seed, rank, self._mix_batches))
+        self._mix_batches += 1
+        return self._mix_generator
+
+    def sample_mix(self) -> MixParams:
+        """The next batch's mixing parameters (coefficient, CutMix box)."""
+        return sample_mix(self.mixup_alpha, self._next_mix_generator(), cutmix=self.cutmix)
+
+    # ------------------------------------------------------------------ training
+    def _views(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        image, teacher_image, _ = _split_batch(batch)
+        if self.view in ("consistent", "function_matching"):
+            if teacher_image is not image:
+                if teacher_image.shape != image.shape or not torch.equal(teacher_image, image):
+                    raise ValueError(
+                        f"view={self.view!r} feeds both networks the same tensor, but the batch's teacher_image "
+                        "differs from its image. Use KDDataModule(augmentation='consistent') (the teacher's "
+                        "resolution is set by its input_size, not by a separate teacher_image)."
+                    )
+                teacher_image = image
+        elif self.view == "independent" and teacher_image is image:
+            raise ValueError("view='independent' needs a separately augmented teacher_image in the batch: use "
+                             "KDDataModule(augmentation='independent') with a training recipe other than 'none'")
+        if not self._resolutions_checked:
+            check_resolutions(int(image.shape[-1]), self.student_input.size, self.teacher_input.size,
+                              self.allow_upscale)
+            self._resolutions_checked = True
+        return image, teacher_image
+
+    def _fixed_teacher_logits(self, batch: Batch, teacher_image: Tensor) -> Tensor:
+        index = batch.get("index") if isinstance(batch, dict) else None
+        if self.teacher_cache is None or index is None:
+            if self.use_teacher_cache and index is None and not self._warned_no_index:
+                warnings.warn("view='fixed_teacher': batches carry no 'index', so the teacher's outputs are not "
+                              "cached (KDDataModule adds it with return_index=True)", UserWarning, stacklevel=2)
+                self._warned_no_index = True
+            return self.teacher_logits(teacher_image)
+        cached = self.teacher_cache.lookup(index, device=teacher_image.device)
+        if cached is not None:
+            return cached
+        fresh = self.teacher_logits(teacher_image)
+        self.teacher_cache.store(index, fresh)
+        return fresh
+
+    def training_losses(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        image, teacher_image = self._views(batch)
+        extra: dict[str, Tensor] = {}
+        if self.mixup_alpha is not None:
+            params = self.sample_mix()
+            mixed, a = apply_mix(image, params)
+            # Consistent views: mix once and hand the same tensor to both networks.
+            teacher_image = mixed if teacher_image is image else apply_mix(teacher_image, params)[0]
+            image = mixed
+            extra["mixup_a"] = torch.tensor(a, device=image.device)
+        if self.view == "fixed_teacher":
+            teacher_logits = self._fixed_teacher_logits(batch, teacher_image)
+        else:
+            teacher_logits = self.teacher_logits(teacher_image)
+        logits = self(image)
+        loss = kd_loss(logits, teacher_logits, self.temperature)
+        agreement = (logits.detach().argmax(-1) == teacher_logits.argmax(-1)).float().mean()
+        return logits, {"loss": loss, **extra, "agreement": agreement}
+
+    def on_train_epoch_end(self) -> None:
+        self._save_teacher_cache()
+
+    def on_fit_end(self) -> None:
+        self._save_teacher_cache()
+
+    def _save_teacher_cache(self) -> None:
+        cache = self.teacher_cache
+        if cache is not None and cache.dirty and cache.directory is not None and self.trainer.is_global_zero:
+            cache.save()
+
+    # ------------------------------------------------------------------ validation
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        captured: list[Tensor] = []
+        handle = self.student.register_forward_hook(lambda _module, _inputs, output: captured.append(output))
+        try:
+            super().validation_step(batch, batch_idx, dataloader_idx)  # accuracy, loss, teacher check
+        finally:
+            handle.remove()
+        _, teacher_image, _ = _split_batch(batch)
+        student_logits = captured[-1]
+        teacher_logits = self.teacher_logits(teacher_image)
+        split = self._split_name(dataloader_idx)
+        batch_size = student_logits.shape[0]
+        agreement = (student_logits.argmax(-1) == teacher_logits.argmax(-1)).float().mean()
+        self.log(f"{split}/agreement", agreement, batch_size=batch_size, sync_dist=True, add_dataloader_idx=False)
+        self.log(f"{split}/kl", kd_loss(student_logits, teacher_logits, 1.0), batch_size=batch_size,
+                 sync_dist=True, add_dataloader_idx=False)
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["lit_kd"]["mixup"] = {"seed": self._mix_seed, "batches": self._mix_batches}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("lit_kd", {}).get("mixup")
+        if state:
+            self._mix_seed = state.get("seed")
+            self._mix_batches = int(state.get("batches", 0))
