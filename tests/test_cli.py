@@ -71,6 +71,8 @@ def config_overrides(config: Path, tmp_path: Path) -> list[str]:
                   "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
                   "--model.init_args.teacher.num_classes", "3", "--model.init_args.student.num_classes", "3",
                   "--model.init_args.teacher.pretrained", "false", "--trainer.precision", "32-true"]
+        if "input_size" in text:  # BiT-size networks at their real resolution are too slow for a smoke test
+            extra += ["--model.init_args.teacher.input_size", "32", "--model.init_args.student.input_size", "32"]
     checkpoint = re.search(r"teacher: \{[^}]*checkpoint: ([^,}\s]+)", text)
     if checkpoint:  # the teacher comes from another run or from ../shared: give it a real file
         teacher = re.search(r"teacher: \{name: ([\w.]+), num_classes: (\d+)", text)
