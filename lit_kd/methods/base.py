@@ -265,7 +265,8 @@ class StudentModule(L.LightningModule):
         names = list(getattr(datamodule, "val_split_names", None) or ["val"])
         return names[dataloader_idx] if dataloader_idx < len(names) else f"val_{dataloader_idx}"
 
-    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """Update and log the split's metrics; return the student's logits for subclasses."""
         image, _, target = _split_batch(batch)
         logits = self(image)
         split = self._split_name(dataloader_idx)
@@ -274,6 +275,7 @@ class StudentModule(L.LightningModule):
         self.log(f"{split}/loss", self.cross_entropy(logits, target), batch_size=logits.shape[0],
                  sync_dist=True, add_dataloader_idx=False)
         self.log_dict(metrics, prog_bar=True, add_dataloader_idx=False, batch_size=logits.shape[0])
+        return logits
 
     def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         image, _, target = _split_batch(batch)
@@ -370,11 +372,12 @@ class DistillationModule(StudentModule):
             return self.teacher(self.teacher_input(teacher_image))
 
     # ------------------------------------------------------------------ teacher sanity check
-    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        super().validation_step(batch, batch_idx, dataloader_idx)
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        logits = super().validation_step(batch, batch_idx, dataloader_idx)
         if self.check_teacher and not self._teacher_checked and dataloader_idx == 0 and self.trainer.state.fn == "fit":
             _, teacher_image, target = _split_batch(batch)
             self.teacher_accuracy.update(self.teacher_logits(teacher_image), target)
+        return logits
 
     def on_validation_epoch_end(self) -> None:
         if not (self.check_teacher and not self._teacher_checked and self.trainer.state.fn == "fit"):

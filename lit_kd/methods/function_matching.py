@@ -299,15 +299,9 @@ class FunctionMatching(DistillationModule):
             cache.save()
 
     # ------------------------------------------------------------------ validation
-    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        captured: list[Tensor] = []
-        handle = self.student.register_forward_hook(lambda _module, _inputs, output: captured.append(output))
-        try:
-            super().validation_step(batch, batch_idx, dataloader_idx)  # accuracy, loss, teacher check
-        finally:
-            handle.remove()
+    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        student_logits = super().validation_step(batch, batch_idx, dataloader_idx)  # accuracy, loss, teacher check
         _, teacher_image, _ = _split_batch(batch)
-        student_logits = captured[-1]
         teacher_logits = self.teacher_logits(teacher_image)
         split = self._split_name(dataloader_idx)
         batch_size = student_logits.shape[0]
@@ -315,6 +309,7 @@ class FunctionMatching(DistillationModule):
         self.log(f"{split}/agreement", agreement, batch_size=batch_size, sync_dist=True, add_dataloader_idx=False)
         self.log(f"{split}/kl", kd_loss(student_logits, teacher_logits, 1.0), batch_size=batch_size,
                  sync_dist=True, add_dataloader_idx=False)
+        return student_logits
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
