@@ -390,3 +390,19 @@ def test_fixed_teacher_batches_carry_sample_indices():
     other.setup("fit")
     mine, theirs = dm.fingerprint(), other.fingerprint()
     assert mine["labels_sha256"] == theirs["labels_sha256"] and mine["samples_sha256"] != theirs["samples_sha256"]
+
+
+def test_validation_agreement_and_kl_on_clean_images(tmp_path):
+    net = ModelSpec("resnet8", num_classes=10)
+    same = FunctionMatching(net, net)
+    same.student.load_state_dict(same.teacher.state_dict())
+    trainer = tiny_trainer(tmp_path, limit_val_batches=2)
+    trainer.validate(same, datamodule=digits())
+    metrics = trainer.callback_metrics
+    assert float(metrics["val/agreement"]) == 1.0 and float(metrics["test/agreement"]) == 1.0
+    assert float(metrics["val/kl"]) == pytest.approx(0.0, abs=1e-5)
+    different = FunctionMatching(ModelSpec("resnet8", num_classes=10), ModelSpec("resnet14", num_classes=10))
+    trainer = tiny_trainer(tmp_path, limit_val_batches=2)
+    trainer.validate(different, datamodule=digits())
+    assert float(trainer.callback_metrics["val/kl"]) > 1e-4
+    assert 0.0 <= float(trainer.callback_metrics["val/agreement"]) < 1.0
