@@ -406,3 +406,15 @@ def test_validation_agreement_and_kl_on_clean_images(tmp_path):
     trainer.validate(different, datamodule=digits())
     assert float(trainer.callback_metrics["val/kl"]) > 1e-4
     assert 0.0 <= float(trainer.callback_metrics["val/agreement"]) < 1.0
+
+
+def test_first_validation_of_a_fit_runs_the_teacher_once_per_batch(tmp_path):
+    """The teacher check (val/teacher_acc) and agreement/KL share one teacher forward."""
+    module = fm()
+    calls = []
+    module.teacher.register_forward_hook(lambda *_: calls.append(module.trainer.validating))
+    trainer = tiny_trainer(tmp_path, limit_train_batches=1, limit_val_batches=2)
+    trainer.fit(module, datamodule=digits())
+    assert "val/teacher_acc" in trainer.callback_metrics and "val/agreement" in trainer.callback_metrics
+    assert calls.count(True) == 4  # 2 batches x (val, test) loaders, one forward each
+    assert calls.count(False) == 2  # the shape probe at setup and the one training batch

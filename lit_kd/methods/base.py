@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from lit_kd.losses import kd_loss
 from lit_kd.models import ModelSpec, create_model, resolve_normalization
 
 __all__ = ["StudentModule", "DistillationModule", "InputAdapter", "sgd", "Batch"]
@@ -319,6 +320,9 @@ class DistillationModule(StudentModule):
             is rebuilt from its spec on resume, and checkpoints hold only what was trained).
         check_teacher: measure the teacher's validation accuracy once per fit, log it as
             ``val/teacher_acc``, and warn loudly if it is near chance level.
+        log_agreement: on every validation split, also log ``<split>/agreement`` (top-1 match of
+            student and teacher) and ``<split>/kl`` (``KL(teacher ‖ student)`` at temperature 1).
+            Costs one teacher forward per validation batch, shared with the teacher check.
         **kwargs: the :class:`StudentModule` arguments.
     """
 
@@ -328,6 +332,7 @@ class DistillationModule(StudentModule):
         teacher: ModelSpec | nn.Module,
         store_teacher: bool = False,
         check_teacher: bool = True,
+        log_agreement: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(student, **kwargs)
@@ -338,6 +343,7 @@ class DistillationModule(StudentModule):
         self.teacher.eval()
         self.store_teacher = store_teacher
         self.check_teacher = check_teacher
+        self.log_agreement = log_agreement
         self._teacher_checked = False
         self._record_network("teacher", teacher)
 
@@ -374,9 +380,21 @@ class DistillationModule(StudentModule):
     # ------------------------------------------------------------------ teacher sanity check
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         logits = super().validation_step(batch, batch_idx, dataloader_idx)
-        if self.check_teacher and not self._teacher_checked and dataloader_idx == 0 and self.trainer.state.fn == "fit":
-            _, teacher_image, target = _split_batch(batch)
-            self.teacher_accuracy.update(self.teacher_logits(teacher_image), target)
+        checking = (self.check_teacher and not self._teacher_checked and dataloader_idx == 0
+                    and self.trainer.state.fn == "fit")
+        if not (checking or self.log_agreement):
+            return logits
+        _, teacher_image, target = _split_batch(batch)
+        teacher_logits = self.teacher_logits(teacher_image)  # one teacher forward serves both uses
+        if checking:
+            self.teacher_accuracy.update(teacher_logits, target)
+        if self.log_agreement:
+            split, batch_size = self._split_name(dataloader_idx), logits.shape[0]
+            agreement = (logits.argmax(-1) == teacher_logits.argmax(-1)).float().mean()
+            self.log(f"{split}/agreement", agreement, batch_size=batch_size, sync_dist=True,
+                     add_dataloader_idx=False)
+            self.log(f"{split}/kl", kd_loss(logits, teacher_logits, 1.0), batch_size=batch_size,
+                     sync_dist=True, add_dataloader_idx=False)
         return logits
 
     def on_validation_epoch_end(self) -> None:

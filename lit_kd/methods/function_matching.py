@@ -109,6 +109,7 @@ class FunctionMatching(DistillationModule):
             fixed_teacher``).
         teacher_cache_dir: also save the cache there and reuse it in later runs; a directory
             written for another teacher, data set or view is refused.
+        log_agreement: log ``val/agreement`` and ``val/kl`` (on by default here).
         **kwargs: the :class:`~lit_kd.methods.base.DistillationModule` arguments (optimizer, ...).
     """
 
@@ -123,9 +124,10 @@ class FunctionMatching(DistillationModule):
         allow_upscale: bool = True,
         teacher_cache: bool = True,
         teacher_cache_dir: str | None = None,
+        log_agreement: bool = True,
         **kwargs: Any,
     ) -> None:
-        super().__init__(student, teacher, **kwargs)
+        super().__init__(student, teacher, log_agreement=log_agreement, **kwargs)
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         if view not in DATA_AUGMENTATION:
@@ -297,19 +299,6 @@ class FunctionMatching(DistillationModule):
         cache = self.teacher_cache
         if cache is not None and cache.dirty and cache.directory is not None and self.trainer.is_global_zero:
             cache.save()
-
-    # ------------------------------------------------------------------ validation
-    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        student_logits = super().validation_step(batch, batch_idx, dataloader_idx)  # accuracy, loss, teacher check
-        _, teacher_image, _ = _split_batch(batch)
-        teacher_logits = self.teacher_logits(teacher_image)
-        split = self._split_name(dataloader_idx)
-        batch_size = student_logits.shape[0]
-        agreement = (student_logits.argmax(-1) == teacher_logits.argmax(-1)).float().mean()
-        self.log(f"{split}/agreement", agreement, batch_size=batch_size, sync_dist=True, add_dataloader_idx=False)
-        self.log(f"{split}/kl", kd_loss(student_logits, teacher_logits, 1.0), batch_size=batch_size,
-                 sync_dist=True, add_dataloader_idx=False)
-        return student_logits
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
