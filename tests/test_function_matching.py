@@ -304,6 +304,67 @@ def test_decay_is_scaled_by_the_schedule_not_the_learning_rate(lr):
     assert schedule.factor(1) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
 
 
+def _adam_steps(optimizer: torch.optim.Optimizer, net: nn.Module, batches: list[torch.Tensor]) -> None:
+    for x in batches:
+        optimizer.zero_grad()
+        net(x).pow(2).mean().backward()
+        optimizer.step()
+
+
+def test_bfloat16_first_moment_follows_optax():
+    """mu is stored in bfloat16; each step's update uses the float32 moment before rounding."""
+    torch.manual_seed(0)
+    net = nn.Linear(6, 3)
+    reference, rounded = copy.deepcopy(net), copy.deepcopy(net)
+    batches = [torch.randn(8, 6) for _ in range(12)]
+    fp32 = DecoupledAdamW(reference.named_parameters(), lr=1e-2, weight_decay=1e-3)
+    bf16 = DecoupledAdamW(rounded.named_parameters(), lr=1e-2, weight_decay=1e-3, first_moment_dtype="bfloat16")
+    _adam_steps(fp32, reference, batches[:1])
+    _adam_steps(bf16, rounded, batches[:1])
+    torch.testing.assert_close(rounded.weight, reference.weight, rtol=0, atol=1e-7)  # step 1 uses (1-b1)g exactly
+    state = bf16.state[rounded.weight]
+    assert state["exp_avg"].dtype == torch.bfloat16 and state["exp_avg_sq"].dtype == torch.float32
+    # step 2 by hand: m2 = b1 * bf16(m1) + (1 - b1) g2, update with m2 in float32, store bf16(m2)
+    m1 = state["exp_avg"].float()
+    v1 = state["exp_avg_sq"].clone()
+    before = rounded.weight.detach().clone()
+    bf16.zero_grad()
+    rounded(batches[1]).pow(2).mean().backward()
+    g2 = rounded.weight.grad.clone()
+    bf16.step()
+    m2 = 0.9 * m1 + 0.1 * g2
+    v2 = 0.999 * v1 + 0.001 * g2 * g2
+    decay = 1e-3 / 1e-2
+    expected = before * (1 - 1e-2 * decay) - 1e-2 / (1 - 0.9**2) * m2 / ((v2 / (1 - 0.999**2)).sqrt() + 1e-8)
+    torch.testing.assert_close(rounded.weight.detach(), expected, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(state["exp_avg"], m2.to(torch.bfloat16), rtol=0, atol=0)
+    _adam_steps(fp32, reference, batches[1:])
+    _adam_steps(bf16, rounded, batches[2:])
+    assert 0 < (rounded.weight - reference.weight).abs().max() < 5e-3  # close, not identical
+    with pytest.raises(ValueError, match="first_moment_dtype"):
+        DecoupledAdamW(net.parameters(), first_moment_dtype="float16")
+
+
+def test_bfloat16_first_moment_survives_a_checkpoint():
+    torch.manual_seed(0)
+    net = nn.Linear(6, 3)
+    batches = [torch.randn(8, 6) for _ in range(6)]
+    whole = copy.deepcopy(net)
+    optimizer = DecoupledAdamW(whole.named_parameters(), lr=1e-2, first_moment_dtype="bfloat16")
+    _adam_steps(optimizer, whole, batches)
+    first = copy.deepcopy(net)
+    optimizer = DecoupledAdamW(first.named_parameters(), lr=1e-2, first_moment_dtype="bfloat16")
+    _adam_steps(optimizer, first, batches[:3])
+    saved_net, saved_optimizer = copy.deepcopy(first.state_dict()), copy.deepcopy(optimizer.state_dict())
+    resumed = copy.deepcopy(net)
+    resumed.load_state_dict(saved_net)
+    optimizer = DecoupledAdamW(resumed.named_parameters(), lr=1e-2, first_moment_dtype="bfloat16")
+    optimizer.load_state_dict(saved_optimizer)  # casts the moment to float32; the next step rounds it back
+    _adam_steps(optimizer, resumed, batches[3:])
+    assert torch.equal(resumed.weight, whole.weight) and torch.equal(resumed.bias, whole.bias)
+    assert optimizer.state[resumed.weight]["exp_avg"].dtype == torch.bfloat16
+
+
 def test_warmup_cosine_shape():
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
     schedule = WarmupCosine(optimizer, warmup_steps=2, total_steps=6)
