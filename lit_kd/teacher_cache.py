@@ -12,6 +12,10 @@ split, sample count and hashes of its labels and a few images, the view, and the
 Loading a directory written under another identity raises :class:`TeacherCacheMismatch` naming the
 fields that differ, so a stale or mismatched entry can never be served.
 
+Under data-parallel training each process fills the entries of its own shard;
+:meth:`TeacherCache.synchronize` exchanges the new entries (in chunks, through the strategy's
+``all_gather``) so that every process, and the saved file, holds all of them.
+
 Directory layout: ``teacher_cache.json`` (identity and shape) and ``teacher_logits.pt`` (``logits``
 and ``filled`` tensors, loaded with ``weights_only=True``); both are replaced atomically.
 """
@@ -22,6 +26,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -90,6 +95,7 @@ class TeacherCache:
         self.directory = None if directory is None else Path(directory).expanduser()
         self.logits = torch.zeros(self.num_samples, self.num_classes, dtype=torch.float32)
         self.filled = torch.zeros(self.num_samples, dtype=torch.bool)
+        self.unshared = torch.zeros(self.num_samples, dtype=torch.bool)  # stored here since the last synchronize
         self.dirty = False
         if self.directory is not None and (self.directory / META_FILE).is_file():
             self._load()
@@ -127,7 +133,43 @@ class TeacherCache:
                              f"{tuple(logits.shape)}")
         self.logits[index] = logits.detach().to("cpu", torch.float32)
         self.filled[index] = True
+        self.unshared[index] = True
         self.dirty = True
+
+    def synchronize(self, all_gather: Callable[[Tensor], Tensor], device: torch.device | str = "cpu",
+                    chunk_size: int = 4096) -> int:
+        """Merge the entries every process stored since the last call; call it on all processes.
+
+        Args:
+            all_gather: gathers one same-shaped tensor from every process into a ``world × ...``
+                tensor (``trainer.strategy.all_gather``).
+            device: where the exchanged tensors live (the strategy's ``root_device``; NCCL needs CUDA).
+            chunk_size: entries exchanged per call, bounding the memory of one exchange
+                (``world × chunk_size × num_classes`` floats).
+
+        Returns:
+            The number of entries this process received from the others.
+        """
+        mine = self.unshared.nonzero().flatten()
+        counts = all_gather(torch.tensor([mine.numel()], device=device)).reshape(-1)
+        received = 0
+        for start in range(0, int(counts.max()), chunk_size):
+            index = torch.full((chunk_size,), -1, dtype=torch.int64)
+            part = mine[start:start + chunk_size]
+            index[:part.numel()] = part
+            logits = torch.zeros(chunk_size, self.num_classes)
+            logits[:part.numel()] = self.logits[part]
+            all_index = all_gather(index.to(device)).reshape(-1).cpu()
+            all_logits = all_gather(logits.to(device)).reshape(-1, self.num_classes).cpu()
+            valid = all_index >= 0
+            new = valid & ~self.filled[all_index.clamp(min=0)]
+            received += int(new.sum())
+            self.logits[all_index[valid]] = all_logits[valid].float()
+            self.filled[all_index[valid]] = True
+        self.unshared.zero_()
+        if received:
+            self.dirty = True
+        return received
 
     # ------------------------------------------------------------------ persistence
     def _meta(self) -> dict[str, Any]:

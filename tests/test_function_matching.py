@@ -4,6 +4,7 @@ the fixed-teacher cache, logging and bad input."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 from functools import partial
 
@@ -422,6 +423,56 @@ def test_fixed_teacher_cache_equals_fresh_outputs_and_is_reused(tmp_path):
     other = fm(view="fixed_teacher", teacher_cache_dir=str(cache_dir))  # another (random) teacher
     with pytest.raises(TeacherCacheMismatch, match="weights_sha256"):
         tiny_trainer(tmp_path, limit_train_batches=1).fit(other, datamodule=digits(augmentation="fixed_teacher"))
+
+
+def test_teacher_cache_is_merged_across_ddp_processes(tmp_path):
+    """Each of two processes computes half of the entries; the saved cache holds all of them."""
+    torch.manual_seed(0)
+    cache_dir = tmp_path / "cache"
+    module = fm(view="fixed_teacher", teacher_cache_dir=str(cache_dir))
+    dm = digits(augmentation="fixed_teacher", batch_size=128)
+    trainer = tiny_trainer(tmp_path, strategy="ddp_spawn", devices=2, limit_val_batches=0)
+    trainer.fit(module, datamodule=dm)
+    dm.setup("fit")
+    meta = json.loads((cache_dir / "teacher_cache.json").read_text())
+    cache = TeacherCache(meta["identity"], meta["num_samples"], meta["num_classes"], directory=cache_dir)
+    assert len(cache) == len(dm._train)  # without the merge, rank 0 would hold about half
+    index = dm._train.indices
+    with torch.no_grad():
+        fresh = module.teacher(module.teacher_input(dm.eval_view(dm._train.images[index])))
+    torch.testing.assert_close(cache.lookup(index), fresh, atol=1e-5, rtol=1e-5)
+
+
+def test_teacher_cache_synchronize_exchanges_in_chunks():
+    """Two 'processes' (threads with a barrier-based all_gather) merge their entries, two per exchange."""
+    import threading
+
+    identity = {"teacher": {"weights_sha256": "abc"}}
+    caches = [TeacherCache(identity, num_samples=10, num_classes=2) for _ in range(2)]
+    caches[0].store(torch.tensor([0, 3, 5]), torch.tensor([[0.0, 1], [3, 1], [5, 1]]))
+    caches[1].store(torch.tensor([7]), torch.tensor([[7.0, 2]]))
+    barrier, slots, received = threading.Barrier(2), [None, None], [None, None]
+
+    def all_gather(rank: int, tensor: torch.Tensor) -> torch.Tensor:
+        slots[rank] = tensor
+        barrier.wait()
+        out = torch.stack(slots)
+        barrier.wait()
+        return out
+
+    def run(rank: int) -> None:
+        received[rank] = caches[rank].synchronize(lambda t: all_gather(rank, t), chunk_size=2)
+
+    threads = [threading.Thread(target=run, args=(rank,)) for rank in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert received == [1, 3]
+    for cache in caches:
+        assert cache.filled.nonzero().flatten().tolist() == [0, 3, 5, 7]
+        assert cache.logits[7].tolist() == [7.0, 2.0] and cache.logits[3].tolist() == [3.0, 1.0]
+        assert not cache.unshared.any() and cache.dirty
 
 
 def test_teacher_cache_refuses_other_data_and_serves_only_complete_hits(tmp_path):

@@ -161,7 +161,7 @@ class FunctionMatching(DistillationModule):
         # saved in checkpoints, so a resumed run draws the same coefficients.
         self._mix_seed: int | None = None
         self._mix_batches = 0
-        self._mix_generator = torch.Generator()
+        self._mix_generator: torch.Generator | None = None  # made on first use; reseeded every batch
 
     # ------------------------------------------------------------------ setup checks
     def setup(self, stage: str) -> None:
@@ -226,9 +226,18 @@ class FunctionMatching(DistillationModule):
         if self._mix_seed is None:
             self._mix_seed = int(torch.initial_seed()) & 0x7FFFFFFFFFFFFFFF
         rank = self.trainer.global_rank if self._trainer is not None else 0
+        if self._mix_generator is None:
+            self._mix_generator = torch.Generator()
         self._mix_generator.manual_seed(_mix_seed(self._mix_seed, rank, self._mix_batches))
         self._mix_batches += 1
         return self._mix_generator
+
+    def __getstate__(self) -> dict[str, Any]:
+        # torch.Generator objects cannot cross process boundaries (ddp_spawn pickles the module); the
+        # generator holds no state worth keeping, since it is reseeded before every batch.
+        state = dict(super().__getstate__())
+        state["_mix_generator"] = None
+        return state
 
     def sample_mix(self) -> MixParams:
         """The next batch's mixing parameters (coefficient, CutMix box)."""
@@ -290,6 +299,10 @@ class FunctionMatching(DistillationModule):
         return logits, {"loss": loss, **extra, "agreement": agreement}
 
     def on_train_epoch_end(self) -> None:
+        cache = self.teacher_cache
+        if cache is not None and self.trainer.world_size > 1:  # every process gets every shard's entries
+            strategy = self.trainer.strategy
+            cache.synchronize(strategy.all_gather, device=strategy.root_device)
         self._save_teacher_cache()
 
     def on_fit_end(self) -> None:
