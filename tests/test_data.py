@@ -437,6 +437,25 @@ def test_folder_streamed(tmp_path, augmentation):
     assert test["image"].shape == (6, 3, 16, 16) and test["teacher_image"] is test["image"]
 
 
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_folder_with_train_val_and_test(tmp_path, in_memory):
+    """train/ + val/ + test/ (Flowers102-style): val/ selects models, test/ is the test split."""
+    folder = make_folder(tmp_path / "imgs", splits=("train", "val"), per_class=4)
+    make_folder(folder, splits=("test",), per_class=2)
+    dm = KDDataModule("folder", data_dir=str(folder), image_size=16, val_split=0.25, batch_size=8,
+                      in_memory=in_memory, num_workers=0)
+    dm.setup()
+    assert (len(dm._train), len(dm._val), len(dm._test)) == (12, 12, 6)  # val_split is not applied
+    assert dm.val_split_names == ["val", "test"]
+    val_loader, test_loader = dm.val_dataloader()
+    assert len(val_loader.dataset) == 12 and len(test_loader.dataset) == 6
+    assert_colours_match_targets(dm, dm.transform_batch(next(iter(val_loader)), train=False))
+    mismatch = make_folder(tmp_path / "mismatch", splits=("train", "val", "test"))
+    shutil.rmtree(mismatch / "test" / "dog")
+    with pytest.raises(ValueError, match="test.*differ.*dog"):
+        KDDataModule("folder", data_dir=str(mismatch)).classes
+
+
 def test_folder_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="data_dir"):
         KDDataModule("folder")

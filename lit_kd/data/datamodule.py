@@ -350,19 +350,28 @@ class KDDataModule(L.LightningDataModule):
         self._set_in_memory(train.images, train.targets, test.images, test.targets)
 
     def _set_in_memory(self, train_images: Tensor, train_targets: Tensor, test_images: Tensor,
-                       test_targets: Tensor) -> None:
-        train_idx, val_idx = split_indices(len(train_targets), self.val_split, self.split_seed)
+                       test_targets: Tensor, val_images: Tensor | None = None,
+                       val_targets: Tensor | None = None) -> None:
         index = self.return_index
-        self._train = InMemoryImageDataset(train_images, train_targets, train_idx, return_index=index)
-        self._val = (None if val_idx is None
-                     else InMemoryImageDataset(train_images, train_targets, val_idx, return_index=index))
+        if val_images is not None:  # a separate validation folder: all of train/ is trained on
+            self._train = InMemoryImageDataset(train_images, train_targets, return_index=index)
+            self._val = InMemoryImageDataset(val_images, val_targets, return_index=index)
+        else:
+            train_idx, val_idx = split_indices(len(train_targets), self.val_split, self.split_seed)
+            self._train = InMemoryImageDataset(train_images, train_targets, train_idx, return_index=index)
+            self._val = (None if val_idx is None
+                         else InMemoryImageDataset(train_images, train_targets, val_idx, return_index=index))
         self._test = InMemoryImageDataset(test_images, test_targets, return_index=index)
         self._streamed = False
 
     def _setup_folder(self) -> None:
         layout = self._folder_layout()
         self._classes = layout.classes
-        n_total = len(layout.train) + len(layout.eval)
+        held_out = layout.held_out
+        if held_out is not None:
+            log.info("folder %s has train/, val/ and test/: val/ is the validation split (val_split=%s is not "
+                     "used), test/ the test split", layout.source.location, self.val_split)
+        n_total = len(layout.train) + len(layout.eval) + (len(held_out) if held_out is not None else 0)
         if self.eval_style == "imagenet":
             # Store at the eval resize side, or at the native size when images are smaller
             # (e.g. 32 px CIFAR JPEGs): the batched crops resample to S anyway.
@@ -376,11 +385,19 @@ class KDDataModule(L.LightningDataModule):
         if in_memory:
             train_images = sources.decode_images(layout.source, layout.train.names, store)
             test_images = sources.decode_images(layout.source, layout.eval.names, store)
-            self._set_in_memory(train_images, layout.train.targets, test_images, layout.eval.targets)
+            val = {}
+            if held_out is not None:
+                val = dict(val_images=sources.decode_images(layout.source, held_out.names, store),
+                           val_targets=held_out.targets)
+            self._set_in_memory(train_images, layout.train.targets, test_images, layout.eval.targets, **val)
             return
-        train_idx, val_idx = split_indices(len(layout.train), self.val_split, self.split_seed)
-        self._train = self._streaming_split(layout.train, train_idx, train=True)
-        self._val = None if val_idx is None else self._streaming_split(layout.train, val_idx, train=False)
+        if held_out is not None:
+            self._train = self._streaming_split(layout.train, None, train=True)
+            self._val = self._streaming_split(held_out, None, train=False)
+        else:
+            train_idx, val_idx = split_indices(len(layout.train), self.val_split, self.split_seed)
+            self._train = self._streaming_split(layout.train, train_idx, train=True)
+            self._val = None if val_idx is None else self._streaming_split(layout.train, val_idx, train=False)
         self._test = self._streaming_split(layout.eval, None, train=False)
         self._streamed = True
 
@@ -436,7 +453,8 @@ class KDDataModule(L.LightningDataModule):
 
         Methods log each under its own prefix (``val/acc``, ``test/acc``). Valid after ``setup``.
         """
-        if self.val_split == 0:
+        no_val = self._val is None if self._test is not None else self.val_split == 0
+        if no_val:
             return ["test"]
         return ["val", "test"] if self.monitor_test else ["val"]
 

@@ -410,8 +410,10 @@ class ImageFolderLayout:
         source: reads the files.
         classes: sorted class folder names of the training split.
         train: the ``train/`` split.
-        eval: the ``val/`` split, or ``test/`` when there is no ``val/``.
+        eval: the test split: ``test/`` when there is one, else ``val/``.
         eval_split: ``"val"`` or ``"test"``.
+        held_out: the ``val/`` split when ``test/`` exists too (train/val/test layouts such as
+            Flowers102), used for model selection instead of a part of ``train/``; else ``None``.
     """
 
     source: DirectorySource | ZipSource
@@ -419,6 +421,7 @@ class ImageFolderLayout:
     train: FolderSplit
     eval: FolderSplit
     eval_split: str
+    held_out: FolderSplit | None = None
 
 
 def _is_image(name: str) -> bool:
@@ -497,9 +500,10 @@ def _dir_listing(base: Path, root: Path) -> list[str]:
 def scan_image_folder(path: str | os.PathLike[str]) -> ImageFolderLayout:
     """List an ImageNet-style folder tree in a directory or a ``.zip`` file (no decoding).
 
-    Expects ``train/<class>/<images>`` and ``val/<class>/<images>`` (``test/``
-    is accepted when there is no ``val/``), either at the top level or inside a
-    single top-level folder. Images may sit in nested sub-folders of a class
+    Expects ``train/<class>/<images>`` and ``val/<class>/<images>`` or
+    ``test/<class>/<images>``, or all three (then ``val/`` is the held-out
+    validation split and ``test/`` the test split), either at the top level or
+    inside a single top-level folder. Images may sit in nested sub-folders of a class
     folder. Classes are the sorted train sub-folders; the eval split must have
     exactly the same ones.
 
@@ -531,15 +535,18 @@ def scan_image_folder(path: str | os.PathLike[str]) -> ImageFolderLayout:
         where = str(base)
     entries = _entries_from_names(names, prefix)
     classes, train_files = _group_split(entries, "train", where)
-    eval_split = "val" if "val" in entries else "test" if "test" in entries else None
-    if eval_split is None:
+    present = [name for name in ("val", "test") if name in entries]
+    if not present:
         raise ValueError(f"'{where}' has train/ but neither val/ nor test/ for evaluation")
-    eval_classes, eval_files = _group_split(entries, eval_split, where)
-    if eval_classes != classes:
-        only_train = sorted(set(classes) - set(eval_classes))
-        only_eval = sorted(set(eval_classes) - set(classes))
-        raise ValueError(f"classes of '{where}/{eval_split}' differ from '{where}/train': only in train: "
-                         f"{only_train[:10]}, only in {eval_split}: {only_eval[:10]}")
+    files_of: dict[str, dict[str, list[str]]] = {}
+    for split_name in present:
+        split_classes, files_of[split_name] = _group_split(entries, split_name, where)
+        if split_classes != classes:
+            only_train = sorted(set(classes) - set(split_classes))
+            only_eval = sorted(set(split_classes) - set(classes))
+            raise ValueError(f"classes of '{where}/{split_name}' differ from '{where}/train': only in train: "
+                             f"{only_train[:10]}, only in {split_name}: {only_eval[:10]}")
+    eval_split = present[-1]  # test/ when present
 
     def split(files: dict[str, list[str]]) -> FolderSplit:
         names_: list[str] = []
@@ -549,7 +556,8 @@ def scan_image_folder(path: str | os.PathLike[str]) -> ImageFolderLayout:
             targets.extend([index] * len(files[cls]))
         return FolderSplit(names_, torch.tensor(targets, dtype=torch.int64))
 
-    return ImageFolderLayout(source, classes, split(train_files), split(eval_files), eval_split)
+    held_out = split(files_of["val"]) if len(present) == 2 else None
+    return ImageFolderLayout(source, classes, split(train_files), split(files_of[eval_split]), eval_split, held_out)
 
 
 def decode_image_bytes(data: bytes, name: str = "<bytes>") -> Tensor:
