@@ -6,6 +6,7 @@ Examples::
     lit-kd fit --config configs/cifar10/kd_resnet56_resnet20.yaml --trainer.max_epochs 5
     lit-kd fit --model KD --print_config
     lit-kd export --ckpt runs/kd/checkpoints/last.ckpt --out student.safetensors
+    lit-kd prepare flowers102 --out ~/.cache/lit_kd/flowers102
 """
 
 from __future__ import annotations
@@ -42,10 +43,27 @@ def export_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def prepare_main(argv: Sequence[str]) -> int:
+    from lit_kd.data.prepare import DATASETS, prepare
+
+    parser = argparse.ArgumentParser(prog="lit-kd prepare", description="Download a small public data set with "
+                                     "torchvision and write it as train/ val/ test/ image folders.")
+    parser.add_argument("dataset", choices=sorted(DATASETS))
+    parser.add_argument("--out", required=True, help="folder to write (use it as data.init_args.data_dir)")
+    parser.add_argument("--download-root", default=None, help="where torchvision keeps the download "
+                        "(default: OUT/_download)")
+    args = parser.parse_args(list(argv))
+    counts = prepare(args.dataset, args.out, args.download_root)
+    print(f"wrote {args.out}: " + ", ".join(f"{split} {n}" for split, n in counts.items()))
+    return 0
+
+
 def main(args: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] == "export":
         raise SystemExit(export_main(argv[1:]))
+    if argv and argv[0] == "prepare":
+        raise SystemExit(prepare_main(argv[1:]))
     import lit_kd.methods  # noqa: F401  (makes the short names KD, FitNet, ... resolvable)
     from lit_kd.data import KDDataModule
     from lit_kd.methods.base import StudentModule

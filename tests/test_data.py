@@ -492,3 +492,65 @@ def test_cifar10_jpeg_zip(shared_data):
     assert torch.equal(torch.bincount(dm._test.targets), torch.full((10,), 1000))
     out = dm.transform_batch(next(iter(dm.train_dataloader())), train=True)
     assert out["image"].shape == (64, 3, 32, 32) and 0 <= out["image"].min() and out["image"].max() <= 1
+
+
+class FakeTorchvisionSet:
+    """Stands in for torchvision's Flowers102 / OxfordIIITPet (no download): real files on disk."""
+
+    sizes = {"train": 6, "val": 3, "test": 4, "trainval": 6}
+
+    def __init__(self, root: str, split: str, download: bool, with_files: bool = True) -> None:
+        folder = Path(root) / split
+        folder.mkdir(parents=True, exist_ok=True)
+        colors = list(COLORS.values())
+        self.items = []
+        for i in range(self.sizes[split]):
+            label = i % 3
+            path = folder / f"image_{i:05d}.jpg"
+            Image.new("RGB", (20, 24), colors[label]).save(path, quality=100)
+            self.items.append((path, label))
+        if with_files:
+            self._image_files, self._labels = [p for p, _ in self.items], [label for _, label in self.items]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        path, label = self.items[i]
+        return Image.open(path).convert("RGB"), label
+
+
+def test_prepare_writes_folders_that_the_datamodule_reads(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    from lit_kd.cli import main
+    from lit_kd.data.prepare import prepare
+
+    monkeypatch.setattr(torchvision.datasets, "Flowers102", FakeTorchvisionSet)
+    out = tmp_path / "flowers"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare", "flowers102", "--out", str(out)])
+    assert exit_info.value.code == 0
+    train_file = next((out / "train" / "000").iterdir())
+    source = tmp_path / "flowers" / "_download" / "train" / train_file.name
+    assert train_file.read_bytes() == source.read_bytes()  # copied unchanged
+    dm = KDDataModule("folder", data_dir=str(out), image_size=16, batch_size=8)
+    dm.setup()
+    assert dm.classes == ["000", "001", "002"]
+    assert (len(dm._train), len(dm._val), len(dm._test)) == (6, 3, 4)  # the official val split
+
+    class Pets(FakeTorchvisionSet):  # no file lists: images are re-saved, with class names
+        classes = ["Abyssinian", "american bulldog", "Eel"]
+
+        def __init__(self, root, split, download):
+            super().__init__(root, split, download, with_files=False)
+
+    monkeypatch.setattr(torchvision.datasets, "OxfordIIITPet", Pets)
+    counts = prepare("pets", tmp_path / "pets")
+    assert counts == {"train": 6, "test": 4}
+    dm = KDDataModule("folder", data_dir=str(tmp_path / "pets"), image_size=16, val_split=0.5, batch_size=8)
+    assert dm.classes == ["000_Abyssinian", "001_american_bulldog", "002_Eel"]
+    dm.setup()
+    assert (len(dm._train), len(dm._val), len(dm._test)) == (3, 3, 4)
+    with pytest.raises(ValueError, match="unknown data set"):
+        prepare("imagenet", tmp_path / "x")
