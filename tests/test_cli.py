@@ -16,9 +16,11 @@ import lit_kd  # noqa: F401
 from lit_kd.cli import main
 from tests.helpers import REPO, SHARED_DATA
 
-CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if p.name != "wandb.yaml")
+CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml") if p.name != "wandb.yaml" and p.parent.name != "presets")
+PRESETS = sorted((REPO / "configs").rglob("presets/*.yaml"))
 TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-        "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false"]
+        "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
+        "--trainer.check_val_every_n_epoch", "1"]
 
 
 def write_fake_cifar(root: Path, classes: int, n_train: int = 120, n_test: int = 40) -> Path:
@@ -69,16 +71,21 @@ def config_overrides(config: Path, tmp_path: Path) -> list[str]:
         data = write_fake_folder(tmp_path / "data")
         extra += ["--data.init_args.data_dir", str(data), "--data.init_args.image_size", "32",
                   "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
-                  "--model.init_args.teacher.num_classes", "3", "--model.init_args.student.num_classes", "3",
-                  "--model.init_args.teacher.pretrained", "false", "--trainer.precision", "32-true"]
-        if "input_size" in text:  # BiT-size networks at their real resolution are too slow for a smoke test
-            extra += ["--model.init_args.teacher.input_size", "32", "--model.init_args.student.input_size", "32"]
+                  "--trainer.precision", "32-true"]
+        networks = ["student", "teacher"] if "teacher:" in text else ["student"]
+        for network in networks:  # no downloads, 3 classes
+            extra += [f"--model.init_args.{network}.num_classes", "3", f"--model.init_args.{network}.pretrained", "false"]
+            if "input_size" in text:  # BiT-size networks at their real resolution are too slow for a smoke test
+                extra += [f"--model.init_args.{network}.input_size", "32"]
+            if re.search(rf"{network}: \{{name: resnetv2_152x2", text):  # 236 M parameters: too slow on a CPU
+                extra += [f"--model.init_args.{network}.name", "resnetv2_50x1_bit"]
     checkpoint = re.search(r"teacher: \{[^}]*checkpoint: ([^,}\s]+)", text)
     if checkpoint:  # the teacher comes from another run or from ../shared: give it a real file
         teacher = re.search(r"teacher: \{name: ([\w.]+), num_classes: (\d+)", text)
+        name, num_classes = teacher.group(1), 3 if dataset == "folder" else int(teacher.group(2))
+        name = "resnetv2_50x1_bit" if name.startswith("resnetv2_152x2") else name  # as substituted above
         path = tmp_path / "teacher.pth"
-        num_classes = int(teacher.group(2))
-        torch.save(timm.create_model(teacher.group(1), num_classes=num_classes).state_dict(), path)
+        torch.save(timm.create_model(name, num_classes=num_classes).state_dict(), path)
         extra += ["--model.init_args.teacher.checkpoint", str(path)]
     return extra
 
@@ -92,6 +99,25 @@ def test_every_config_runs_a_few_steps(config, tmp_path, monkeypatch):
     record = json.loads(summaries[0].read_text())
     assert record["last"]["epoch"] == 0 and record["last"]["val_acc"] is not None
     assert list(tmp_path.rglob("last.ckpt")), "the config's checkpoint callback wrote nothing"
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_presets_override_their_base_config(preset, capsys):
+    """A preset overlay on its base config sets the paper table's epochs, T, lr and wd."""
+    import yaml
+
+    base = preset.parent.parent / f"{preset.stem.rsplit('_', 1)[0]}.yaml"
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(base), "--config", str(preset), "--print_config"])
+    merged = yaml.safe_load(capsys.readouterr().out)
+    wanted = yaml.safe_load(preset.read_text())
+    assert merged["trainer"]["max_epochs"] == wanted["trainer"]["max_epochs"]
+    model = merged["model"]["init_args"]
+    assert model["temperature"] == wanted["model"]["init_args"]["temperature"]
+    assert model["optimizer"]["init_args"]["lr"] == wanted["model"]["init_args"]["optimizer"]["init_args"]["lr"]
+    assert (model["optimizer"]["init_args"]["weight_decay"]
+            == wanted["model"]["init_args"]["optimizer"]["init_args"]["weight_decay"])
+    assert model["view"] == "function_matching" and merged["data"]["init_args"]["image_size"] == 128
 
 
 def test_print_config_lists_every_method_option(capsys):
