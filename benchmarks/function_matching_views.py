@@ -38,14 +38,27 @@ AUGMENTATION = {"fixed_teacher": "fixed_teacher", "independent": "independent", 
                 "function_matching": "consistent"}
 
 
-def run(view: str, steps: int, seed: int, batch: int) -> dict:
+def make_optimizer(name: str):
+    """``adam``: the recipe's AdamW; ``shampoo``: blocked Shampoo with Adam-like (RMSprop) grafting, same decay."""
+    if name == "adam":
+        return lambda params: DecoupledAdamW(params, lr=3e-3, weight_decay=3e-4)
+    if name == "shampoo":
+        from lit_kd.optim import Shampoo
+
+        # inverse roots recomputed every 10 steps: these runs are only hundreds of steps long
+        return lambda params: Shampoo(params, lr=3e-3, weight_decay=3e-4, block_size=128,
+                                      start_preconditioning_step=10, preconditioning_compute_steps=10)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def run(view: str, steps: int, seed: int, batch: int, optimizer: str = "adam") -> dict:
     L.seed_everything(seed)
     data = KDDataModule(dataset="cifar10", data_dir=str(cifar10_dir()), batch_size=batch, val_split=0.1,
                         augmentation=AUGMENTATION[view])
     module = FunctionMatching(
         STUDENT, TEACHER, temperature=1.0, view=view,
         mixup_alpha=1.0 if view == "function_matching" else None,
-        optimizer=lambda params: DecoupledAdamW(params, lr=3e-3, weight_decay=3e-4),
+        optimizer=make_optimizer(optimizer),
         lr_scheduler=lambda opt: WarmupCosine(opt, warmup_steps=max(1, steps // 10), total_steps=steps),
         scheduler_interval="step",
     )
@@ -59,7 +72,7 @@ def run(view: str, steps: int, seed: int, batch: int) -> dict:
     metrics = {}
     for loader_metrics in eval_trainer.validate(module, datamodule=data, verbose=False):
         metrics.update({k: float(v) for k, v in loader_metrics.items()})
-    row = {"view": view, "steps": steps, "images": steps * batch, "seed": seed, "wall_s": wall, **metrics}
+    row = {"view": view, "optimizer": optimizer, "steps": steps, "images": steps * batch, "seed": seed, "wall_s": wall, **metrics}
     print(json.dumps(row), flush=True)
     return row
 
