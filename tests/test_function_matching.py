@@ -8,6 +8,7 @@ import json
 import math
 from functools import partial
 
+import lightning as L
 import pytest
 import timm
 import torch
@@ -530,3 +531,41 @@ def test_first_validation_of_a_fit_runs_the_teacher_once_per_batch(tmp_path):
     assert "val/teacher_acc" in trainer.callback_metrics and "val/agreement" in trainer.callback_metrics
     assert calls.count(True) == 4  # 2 batches x (val, test) loaders, one forward each
     assert calls.count(False) == 2  # the shape probe at setup and the one training batch
+
+
+class _Killed(RuntimeError):
+    pass
+
+
+class _KillAtStep(L.Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, *_args) -> None:
+        if trainer.global_step == self.step:
+            raise _Killed(f"killed at step {self.step}")
+
+
+def test_mid_epoch_resume_equals_an_uninterrupted_run(tmp_path):
+    """Killed in the middle of an epoch and resumed from that step's checkpoint: the same batches,
+    augmentations and mixup draws follow, so the final student is identical."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    def run(root, callbacks=(), ckpt_path=None):
+        L.seed_everything(0)
+        module = fm(optimizer=partial(DecoupledAdamW, lr=1e-3, weight_decay=1e-4))
+        trainer = tiny_trainer(root, max_epochs=2, limit_val_batches=0, enable_checkpointing=True,
+                               callbacks=list(callbacks))
+        trainer.fit(module, datamodule=digits(batch_size=256), ckpt_path=ckpt_path)
+        return module, trainer
+
+    full, trainer = run(tmp_path / "full")
+    assert trainer.num_training_batches == 6 and trainer.global_step == 12
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=8, save_top_k=-1)
+    with pytest.raises(_Killed):
+        run(tmp_path / "killed", callbacks=[saver, _KillAtStep(9)])
+    (mid_epoch,) = (tmp_path / "ckpt").glob("*step=8*.ckpt")  # epoch 1, batch 2 of 6
+    resumed, trainer = run(tmp_path / "resumed", ckpt_path=str(mid_epoch))
+    assert trainer.global_step == 12
+    for key, value in full.student.state_dict().items():
+        assert torch.equal(value, resumed.student.state_dict()[key]), key

@@ -123,6 +123,76 @@ class EpochShuffleSampler(RandomSampler):
         yield from torch.randperm(len(self.data_source), generator=generator).tolist()
 
 
+class ResumableDataLoader(DataLoader):
+    """A training DataLoader that resumes mid-epoch exactly where a checkpoint left it.
+
+    Lightning saves the ``state_dict`` of a stateful training loader in every checkpoint and hands
+    it back on resume. The state is the sampler's epoch and the number of batches already yielded
+    in it. On resume, the next iteration (that same epoch) skips those batches at the index level
+    (nothing is loaded or decoded for them), so the run continues with the batch an uninterrupted
+    run would have drawn next. Together with the epoch-seeded order and the per-batch augmentation
+    seeds, a run resumed from a mid-epoch checkpoint equals an uninterrupted one.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._pending_skip = 0
+        super().__init__(*args, **kwargs)
+        self._yielded = 0
+        self._skip: int | None = None  # batches to skip on the next iteration (after a mid-epoch resume)
+
+    def _epoch(self) -> int | None:
+        epoch = getattr(self.sampler, "epoch", None)
+        return None if epoch is None else int(epoch)
+
+    @property
+    def _index_sampler(self):  # type: ignore[override]
+        sampler = super()._index_sampler
+        skip = self._pending_skip
+        return sampler if not skip else _SkipFirst(sampler, skip)
+
+    def __iter__(self):  # type: ignore[override]
+        self._pending_skip, self._skip = self._skip or 0, None
+        self._yielded = self._pending_skip
+        iterator = super().__iter__()
+        self._pending_skip = 0
+        return self._count(iterator)
+
+    def _count(self, iterator):
+        for batch in iterator:
+            self._yielded += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self._epoch(), "batches": self._yielded}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        epoch, batches = state_dict.get("epoch"), int(state_dict.get("batches", 0))
+        if not 0 < batches < len(self):
+            return  # saved at an epoch boundary: the next epoch starts from its first batch
+        # Lightning may create the resumed epoch's iterator before it sets the sampler's epoch:
+        # select the saved epoch's order here.
+        if epoch is not None and hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+        self._skip = batches
+
+
+class _SkipFirst:
+    """An index (batch) sampler without its first ``count`` items; its length is the full length
+    (Lightning counts the epoch's batches from the restored progress)."""
+
+    def __init__(self, sampler: Any, count: int) -> None:
+        self.sampler, self.count = sampler, count
+
+    def __iter__(self):
+        iterator = iter(self.sampler)
+        for _ in range(self.count):
+            next(iterator, None)
+        yield from iterator
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+
 def _mix_seed(*values: int) -> int:
     """Combine integers into one 63-bit seed (a SplitMix64-style hash)."""
     state = 0x9E3779B97F4A7C15
@@ -439,9 +509,10 @@ class KDDataModule(L.LightningDataModule):
             sampler = self._train_sampler = EpochShuffleSampler(dataset, seed=self.data_seed)
         kwargs: dict[str, Any] = dict(batch_size=batch_size, sampler=sampler, drop_last=False,
                                       pin_memory=torch.cuda.is_available())
+        loader_class = ResumableDataLoader if train else DataLoader
         if isinstance(dataset, InMemoryImageDataset):
-            return DataLoader(dataset, collate_fn=passthrough_collate, num_workers=0, **kwargs)
-        return DataLoader(dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0, **kwargs)
+            return loader_class(dataset, collate_fn=passthrough_collate, num_workers=0, **kwargs)
+        return loader_class(dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training split (without the held-out part)."""
