@@ -171,7 +171,7 @@ def test_dgkd_step_learns_from_teacher_and_assistants_and_logs_to_one_wandb_grou
     assert seen[1]["name"] == "dgkd/1_student"
     assert seen[1]["guides"] == ["DGKD", "assistant_0"]
     hparams = torch.load(records[1].checkpoint, weights_only=True)["hyper_parameters"]
-    assert hparams["assistant_0"]["checkpoint"] == records[0].checkpoint
+    assert hparams["assistants"][0]["checkpoint"] == records[0].checkpoint
     assert hparams["teacher"]["name"] == "resnet14" and hparams["drop_num"] == 1
 
 
