@@ -15,7 +15,7 @@ import torch
 
 from lit_kd.callbacks.chain import AssistantChain, ChainConfigError, ChainStep
 from lit_kd.models import ModelSpec
-from tests.helpers import REPO
+from tests.helpers import REPO, SHARED_DATA
 
 DIGITS = {"class_path": "lit_kd.data.KDDataModule",
           "init_args": {"dataset": "digits", "batch_size": 16, "image_size": 8, "val_split": 0.1}}
@@ -211,3 +211,31 @@ def test_two_step_chain_under_ddp_with_two_cpu_processes(tmp_path):
     manifest = json.loads((root / "chain.json").read_text())
     assert [s["name"] for s in manifest["steps"]] == ["assistant", "student"]
     assert not list(root.glob("chain.json.tmp*"))
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "configs" / "chains").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_chain_config_runs_through_the_cli(config, tmp_path, monkeypatch):
+    import timm
+    import yaml
+
+    from lit_kd.cli import main
+    from tests.test_cli import write_fake_cifar
+
+    monkeypatch.chdir(tmp_path)
+    chain = yaml.safe_load(config.read_text())
+    teacher = tmp_path / "teacher.pth"
+    torch.save(timm.create_model(chain["teacher"]["name"], num_classes=10).state_dict(), teacher)
+    if SHARED_DATA.exists():  # the shipped path points at the shared pretrained teacher
+        assert (REPO / chain["teacher"]["checkpoint"]).resolve().is_file()
+    chain["teacher"]["checkpoint"] = str(teacher)
+    chain["data"]["init_args"].update(data_dir=str(write_fake_cifar(tmp_path / "data", 10)), batch_size=16)
+    chain["trainer"].update(max_epochs=1, limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0,
+                            enable_progress_bar=False)
+    chain["model"]["init_args"]["check_teacher"] = False
+    small = tmp_path / "chain.yaml"
+    small.write_text(yaml.safe_dump(chain))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["chain", "--config", str(small)])
+    assert exit_info.value.code == 0
+    manifest = json.loads((tmp_path / chain["chain"]["root_dir"] / "chain.json").read_text())
+    assert [s["name"] for s in manifest["steps"]] == [s["name"] for s in chain["steps"]]
