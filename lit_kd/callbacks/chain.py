@@ -30,6 +30,7 @@ import hashlib
 import importlib
 import json
 import os
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -93,6 +94,7 @@ class StepRecord:
     summary: dict[str, Any] | None
     world_size: int
     finished_at: str
+    fit_seconds: float = 0.0  # wall-clock of this step's last fit call (the resumed part after a kill)
 
 
 class AssistantChain(Callback):
@@ -290,8 +292,10 @@ class AssistantChain(Callback):
         trainer = self.build_trainer(index, [checkpointing])
         manifest["running"] = {"index": index, "name": self.step_name(index), "config_hash": self._hashes[index]}
         self._write_manifest(manifest, trainer)
+        started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
         record = self._record(index, trainer, checkpointing, module)
+        record.fit_seconds = round(time.perf_counter() - started, 2)
         manifest["steps"].append(asdict(record))
         manifest["running"] = None
         self._write_manifest(manifest, trainer)
@@ -486,7 +490,7 @@ def _parse_init_args(method: type, init_args: dict[str, Any], skip: set[str]) ->
         raise ChainConfigError(f"The chain fills in {sorted(clash)} itself; remove them from the model init_args "
                                "(set a step's network with its 'student:' key).")
     parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(method, "model", skip=skip | {"assistants"}, instantiate=False)
+    parser.add_class_arguments(method, "model", skip=skip, instantiate=False)
     config = parser.parse_object({"model": init_args})
     return dict(vars(_instantiate_namespace(parser, config).model))
 
