@@ -132,6 +132,33 @@ def test_student_larger_than_its_teacher_is_refused_before_training(tmp_path):
     assert not (tmp_path / "chain.json").exists()
 
 
+def test_module_students_pass_their_trained_weights_on(tmp_path):
+    import timm
+
+    from tests.helpers import snapshot
+
+    torch.manual_seed(0)
+    assistant = timm.create_model("resnet8", num_classes=10)  # e.g. a pruned network that has no spec
+    before = snapshot(assistant)
+    seen = {}
+
+    class Spy(L.Callback):
+        def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            seen[len(seen)] = snapshot(pl_module.teacher)
+
+    chain = AssistantChain(teacher=ModelSpec("resnet14", num_classes=10),
+                           steps=[ChainStep(assistant, name="module_assistant"),
+                                  ChainStep(ModelSpec("resnet8", num_classes=10), name="student")],
+                           model={"class_path": "KD", "init_args": {"check_teacher": False}},
+                           data=DIGITS, trainer=TRAINER, root_dir=tmp_path, callbacks=[Spy()])
+    records = chain.run()
+    assert all(torch.equal(v, before[k]) for k, v in snapshot(assistant).items())  # the given module is untouched
+    trained = {k[len("student."):]: v for k, v in student_weights(records[0].checkpoint).items()}
+    assert trained.keys() == seen[1].keys()
+    assert all(torch.equal(seen[1][k], trained[k]) for k in trained)  # step 1's teacher = step 0's checkpoint
+    assert not all(torch.equal(trained[k], before[k]) for k in trained)
+
+
 def test_bad_chain_configs_say_what_to_fix(tmp_path):
     from lit_kd.callbacks.chain import load_chain_config
 

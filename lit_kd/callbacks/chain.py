@@ -334,7 +334,9 @@ class AssistantChain(Callback):
         step = self.steps[index]
         config = _merge(self.model, step.model)
         method = _resolve_class(config.get("class_path", "lit_kd.methods.KD"))
-        networks: dict[str, Any] = {"student": step.student}
+        # A module student is trained as a copy: the step's config (and its hash) stays as given.
+        student = copy.deepcopy(step.student) if isinstance(step.student, nn.Module) else step.student
+        networks: dict[str, Any] = {"student": student}
         if step.guides == "all":
             if "assistants" not in _parameter_names(method):
                 raise ChainConfigError(f"Step {index} has guides: all, but {method.__name__} takes no "
