@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path

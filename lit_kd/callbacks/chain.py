@@ -274,7 +274,7 @@ class AssistantChain(Callback):
         return counts
 
     def _run_step(self, index: int, done: list[StepRecord], manifest: dict[str, Any]) -> StepRecord:
-        step, step_dir = self.steps[index], self.step_dir(index)
+        step_dir = self.step_dir(index)
         last = step_dir / "checkpoints" / "last.ckpt"
         running = manifest.get("running")
         resume = last.is_file()
