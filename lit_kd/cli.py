@@ -7,6 +7,7 @@ Examples::
     lit-kd fit --model KD --print_config
     lit-kd export --ckpt runs/kd/checkpoints/last.ckpt --out student.safetensors
     lit-kd prepare flowers102 --out ~/.cache/lit_kd/flowers102
+    lit-kd chain --config configs/chains/takd_cifar10_resnet56_a_resnet20_a_resnet8.yaml
 """
 
 from __future__ import annotations
@@ -58,12 +59,27 @@ def prepare_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def chain_main(argv: Sequence[str]) -> int:
+    from lit_kd.callbacks.chain import run_chain
+
+    parser = argparse.ArgumentParser(prog="lit-kd chain", description="Run (or resume) a multi-step distillation "
+                                     "chain teacher -> assistants -> student; see docs/assistant_chain.md.")
+    parser.add_argument("--config", required=True, help="chain YAML (chain, teacher, steps, model, data, trainer)")
+    args = parser.parse_args(list(argv))
+    records = run_chain(args.config)
+    for record in records:
+        print(f"step {record.index} ({record.name}): {record.checkpoint}  val/acc={record.metrics.get('val/acc')}")
+    return 0
+
+
 def main(args: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] == "export":
         raise SystemExit(export_main(argv[1:]))
     if argv and argv[0] == "prepare":
         raise SystemExit(prepare_main(argv[1:]))
+    if argv and argv[0] == "chain":
+        raise SystemExit(chain_main(argv[1:]))
     import lit_kd.methods  # noqa: F401  (makes the short names KD, FitNet, ... resolvable)
     from lit_kd.data import KDDataModule
     from lit_kd.methods.base import StudentModule
