@@ -26,6 +26,10 @@ _LAZY = {
     "TeacherCache": "lit_kd.teacher_cache",
     "KDDataModule": "lit_kd.data.datamodule",
     "FeatureTap": "lit_kd.taps",
+    # issue 5: AMD teacher-assistant search
+    "AMDSearch": "lit_kd.methods.amd",
+    "NestedCandidates": "lit_kd.pruning",
+    "NPSDSelector": "lit_kd.assistant_selection",
 }
 
 __all__ = ["ModelSpec", "create_model", "load_weights", *_LAZY]
