@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -142,3 +143,29 @@ def test_candidates_keep_their_own_batchnorm_statistics(tmp_path):
     # Outside a candidate the network's own statistics are the teacher's, untouched by training.
     bn_name = next(k for k in teacher_stats if k.endswith("running_mean"))
     assert torch.equal(module.student.state_dict()[bn_name], teacher_stats[bn_name])
+
+
+def test_chain_teacher_to_searched_assistant_to_student(tmp_path):
+    from lit_kd.callbacks.chain import AssistantChain, ChainStep
+
+    data = {"class_path": "lit_kd.data.KDDataModule",
+            "init_args": {"dataset": "digits", "batch_size": 16, "image_size": 16, "val_split": 0.1}}
+    trainer = {"max_epochs": 1, "accelerator": "cpu", "devices": 1, "limit_train_batches": 2, "limit_val_batches": 1,
+               "num_sanity_val_steps": 0, "enable_progress_bar": False, "enable_model_summary": False}
+    student = ModelSpec("resnet8", num_classes=10)
+    chain = AssistantChain(
+        teacher=RESNET,
+        steps=[ChainStep(student, name="amd", model={"class_path": "lit_kd.methods.AMDSearch",
+                                                      "init_args": {"scales": [0.6, 0.3], "probe_size": 16}}),
+               ChainStep(student, name="student")],
+        model={"class_path": "KD", "init_args": {"check_teacher": False}},
+        data=data, trainer=trainer, root_dir=tmp_path, name="amd_chain")
+    search, final = chain.run()
+    assert search.network is not None and search.network["checkpoint"].endswith("assistant.pt")
+    assistant = create_model(ModelSpec(**search.network))
+    teacher_params = sum(p.numel() for p in create_model(RESNET).parameters())
+    assert sum(p.numel() for p in assistant.parameters()) == search.parameters < teacher_params
+    # The student step learned from the pruned assistant, not from the search's full-size network.
+    taught = chain.trained_network(0, search)
+    assert taught.checkpoint == search.network["checkpoint"]
+    assert final.index == 1 and Path(final.checkpoint).is_file()

@@ -124,6 +124,8 @@ class AMDSearch(DistillationModule):
                 self.register_buffer(f"candidate{i}_bn{j}_var", bn.running_var.detach().clone())
         self.candidate_accuracy: list[float] | None = None
         self.chosen_scale: float | None = None
+        # Set at the end of a fit: the chosen TA as a spec, which an AssistantChain hands to its next step.
+        self.handoff_network: ModelSpec | None = None
 
     def _check_student_fits(self, student: ModelSpec | dict) -> None:
         spec = ModelSpec(**student) if isinstance(student, dict) else student
@@ -250,11 +252,17 @@ class AMDSearch(DistillationModule):
             return
         chosen = self.selector(self.scales, self.candidate_accuracy)
         self.chosen_scale = self.scales[chosen]
-        if not self.trainer.is_global_zero:
-            return
+        out = Path(self.output_dir or Path(self.trainer.default_root_dir) / "amd")
+        if self.teacher_spec is not None:
+            self.handoff_network = ModelSpec(**{**asdict(self.teacher_spec), "pretrained": False,
+                                                "checkpoint": str(out / "assistant.pt"), "checkpoint_key": "student"})
+        if self.trainer.is_global_zero:
+            self._write_report(chosen, out)
+        self.trainer.strategy.barrier("amd_assistant_written")
+
+    def _write_report(self, chosen: int, out: Path) -> None:
         rows = self.candidate_table()
         rows[chosen]["chosen"] = True
-        out = Path(self.output_dir or Path(self.trainer.default_root_dir) / "amd")
         out.mkdir(parents=True, exist_ok=True)
         teacher_params = sum(p.numel() for p in self.teacher.parameters())
         summary = {"chosen_scale": self.chosen_scale, "teacher_params": teacher_params,
