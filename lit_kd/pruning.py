@@ -334,7 +334,9 @@ class NestedCandidates:
         pruned = copy.deepcopy(source)
         for hook_dict in (m._forward_hooks for m in pruned.modules()):
             hook_dict.clear()  # the copy carries no masks
-        return prune_network(pruned, self.kept_units(scale), self.groups, self.example_inputs)
+        param = next(pruned.parameters())
+        example = self.example_inputs.to(device=param.device, dtype=param.dtype)
+        return prune_network(pruned, self.kept_units(scale), self.groups, example)
 
     def record(self, scale: float) -> dict[str, Any]:
         """What :func:`apply_pruning_record` needs to rebuild candidate ``scale`` from its base network."""

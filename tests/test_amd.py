@@ -130,6 +130,10 @@ def test_search_trains_chooses_and_exports_a_loadable_assistant(tmp_path):
         expected = module.student(module.student_input(images))
     torch.testing.assert_close(assistant(module.student_input(images)), expected, rtol=1e-4, atol=1e-4)
     assert sum(p.numel() for p in assistant.parameters()) == module.candidates.params(module.chosen_scale)
+    # The search's own checkpoint holds plain data only (the selector is recorded, not pickled).
+    trainer.save_checkpoint(tmp_path / "search.ckpt")
+    saved = torch.load(tmp_path / "search.ckpt", weights_only=True)
+    assert saved["hyper_parameters"]["selector"]["class_path"].endswith("NPSDSelector")
 
 
 def test_candidates_keep_their_own_batchnorm_statistics(tmp_path):

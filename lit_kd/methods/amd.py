@@ -105,6 +105,9 @@ class AMDSearch(DistillationModule):
         self.ce_weight, self.kd_weight, self.feature_weight = ce_weight, kd_weight, feature_weight
         self.random_candidates = random_candidates
         self.selector = selector if selector is not None else NPSDSelector()
+        # As plain data, so checkpoints load with weights_only=True.
+        self.hparams["selector"] = {"class_path": f"{type(self.selector).__module__}.{type(self.selector).__qualname__}",
+                                    "init_args": dict(vars(self.selector))}
         self.output_dir = output_dir
         size = self.student_input.size or probe_size
         self.candidates = NestedCandidates(self.student, scales, torch.zeros(1, 3, size, size),
@@ -238,7 +241,8 @@ class AMDSearch(DistillationModule):
         if self.candidate_accuracy is None:
             raise RuntimeError("No candidate has been scored yet: run a fit with validation first.")
         values = npsd(self.scales, self.candidate_accuracy) + [None]
-        example = self.candidates.example_inputs.to(self.device)
+        param = next(self.student.parameters())
+        example = self.candidates.example_inputs.to(device=param.device, dtype=param.dtype)
         rows = []
         for scale, accuracy, value in zip(self.scales, self.candidate_accuracy, values):
             params, macs = count_params_and_macs(self.extract_candidate(scale), example)
