@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,7 @@ class PrunableGroup:
     params_per_unit: int
     order: list[int]
     attention: str | None = None
+    importance: float = 0.0
 
     def channels(self, units: Sequence[int], root_width: int) -> list[int]:
         """Output channels of the root that belong to ``units``."""
@@ -166,7 +168,8 @@ def find_groups(model: nn.Module, example_inputs: Tensor, ignored_layers: Sequen
         masked = [names[m] for m, handler, _ in layers if not _is_in_channels(handler) and
                   isinstance(m, (nn.Conv2d, nn.Linear, nn.modules.batchnorm._BatchNorm, nn.LayerNorm))]
         order = torch.argsort(unit_scores, descending=True, stable=True).tolist()
-        groups.append(PrunableGroup(root_name, masked, units, unit_channels, total // units, order, attention))
+        groups.append(PrunableGroup(root_name, masked, units, unit_channels, total // units, order, attention,
+                                    float(unit_scores.sum())))
     model.train(was_training)
     return groups
 
@@ -215,10 +218,15 @@ class NestedCandidates:
         ignored_layers: names of layers whose output channels must not be pruned.
         importance_norm: p of the L_p group-magnitude importance.
         tolerance: largest accepted gap between a candidate's parameter fraction and its scale.
+        depth: also drop whole blocks of ``model.blocks`` (timm ViTs): blocks are ranked once by the
+            summed importance of their groups, and a candidate keeps the same fraction of blocks as
+            of every group's units (at least one), so candidates stay nested. A dropped block runs
+            as the identity (its residual branches add nothing).
     """
 
     def __init__(self, model: nn.Module, scales: Sequence[float], example_inputs: Tensor,
-                 ignored_layers: Sequence[str] = (), importance_norm: int = 2, tolerance: float = 0.02) -> None:
+                 ignored_layers: Sequence[str] = (), importance_norm: int = 2, tolerance: float = 0.02,
+                 depth: bool = False) -> None:
         scales = [float(s) for s in scales]
         bad = [s for s in scales if not 0.0 < s < 1.0]
         if not scales or bad:
@@ -237,24 +245,64 @@ class NestedCandidates:
                 "MLP widths or attention heads): AMD cannot make candidates from it."
             )
         self.total_params = sum(p.numel() for p in model.parameters())
-        self.keep = {scale: self._keep_for(scale, tolerance) for scale in self.scales}
+        self.block_order: list[int] = []
+        self._block_params: list[int] = []
+        self._block_of: dict[str, int] = {}
+        if depth:
+            self._rank_blocks(model)
+        self.keep: dict[float, dict[str, int]] = {}
+        width_ratio, blocks = 1.0, (len(self.block_order) or None)
+        for scale in self.scales:  # large to small, each bounded by the one before
+            self.keep[scale], width_ratio, blocks = self._keep_for(scale, tolerance, width_ratio, blocks)
         self.model = model
         self._active: dict[str, Tensor] = {}
+        self._dropped: set[int] = set()
         self._handles = [model.get_submodule(name).register_forward_hook(self._hook(name))
                          for group in self.groups for name in group.masked]
+        if depth:
+            self._handles += [block.register_forward_hook(self._block_hook(i)) for i, block in enumerate(model.blocks)]
+
+    def _rank_blocks(self, model: nn.Module) -> None:
+        blocks = getattr(model, "blocks", None)
+        if not isinstance(blocks, nn.Sequential) or len(blocks) < 2:
+            raise PruningError(
+                f"Depth pruning needs a model whose blocks form an nn.Sequential `blocks` of two or more "
+                f"(timm ViTs); {type(model).__name__} has none. Set depth: false."
+            )
+        self._block_of = {g.root: int(g.root.split(".")[1]) for g in self.groups if g.root.startswith("blocks.")}
+        score = [0.0] * len(blocks)
+        for group in self.groups:
+            if group.root in self._block_of:
+                score[self._block_of[group.root]] += group.importance
+        self.block_order = sorted(range(len(blocks)), key=lambda i: (-score[i], i))
+        self._block_params = [sum(p.numel() for p in block.parameters()) for block in blocks]
 
     # ------------------------------------------------------------------ sizes
     def params_for(self, keep: dict[str, int]) -> int:
-        """Parameter count of the candidate that keeps ``keep[root]`` units of each group."""
-        removed = sum((g.units - keep[g.root]) * g.params_per_unit for g in self.groups)
+        """Parameter count of the candidate that keeps ``keep[root]`` units of each group (and
+        ``keep["blocks"]`` blocks when pruning depth)."""
+        dropped = set(self.block_order[keep["blocks"]:]) if self.block_order else set()
+        removed = sum(self._block_params[i] for i in dropped)
+        removed += sum((g.units - keep[g.root]) * g.params_per_unit for g in self.groups
+                       if self._block_of.get(g.root) not in dropped)
         return self.total_params - removed
 
-    def _keep_at_ratio(self, ratio: float) -> dict[str, int]:
-        return {g.root: min(g.units, max(1, round(ratio * g.units))) for g in self.groups}
+    def _keep_at_ratio(self, ratio: float, blocks: int | None = None) -> dict[str, int]:
+        keep = {g.root: min(g.units, max(1, round(ratio * g.units))) for g in self.groups}
+        if blocks is not None:
+            keep["blocks"] = blocks
+        return keep
 
-    def _keep_for(self, scale: float, tolerance: float) -> dict[str, int]:
+    def dropped_blocks(self, scale: float) -> list[int]:
+        """Blocks candidate ``scale`` drops (empty unless pruning depth)."""
+        return sorted(self.block_order[self.keep[scale]["blocks"]:]) if self.block_order else []
+
+    def _keep_for(self, scale: float, tolerance: float, width_ratio: float,
+                  blocks: int | None) -> tuple[dict[str, int], float, int | None]:
+        """Units (and blocks) kept at ``scale``, never more than the next larger candidate keeps
+        (``width_ratio``, ``blocks``): that bound is what keeps the candidates nested."""
         target = scale * self.total_params
-        smallest = self.params_for(self._keep_at_ratio(0.0))
+        smallest = self.params_for(self._keep_at_ratio(0.0, 1 if blocks else None))
         if smallest > target + tolerance * self.total_params:
             raise PruningError(
                 f"Scale {scale} cannot be reached: keeping a single unit in every prunable group still leaves "
@@ -262,22 +310,30 @@ class NestedCandidates:
                 f"cannot keep zero units. Use scales >= {smallest / self.total_params + tolerance:.2f}, or a teacher "
                 "whose prunable layers hold more of its parameters."
             )
-        low, high = 0.0, 1.0  # params_for is monotone in the shared keep ratio
-        for _ in range(40):
-            mid = (low + high) / 2
-            if self.params_for(self._keep_at_ratio(mid)) < target:
-                low = mid
-            else:
-                high = mid
-        keep = min((self._keep_at_ratio(r) for r in (low, high)),
-                   key=lambda k: abs(self.params_for(k) - target))
-        achieved = self.params_for(keep) / self.total_params
-        if abs(achieved - scale) > tolerance:
-            raise PruningError(
-                f"Scale {scale} cannot be hit within {tolerance}: the nearest candidate has {achieved:.3f} of the "
-                "teacher's parameters (the prunable groups are too coarse). Choose another scale or raise the tolerance."
-            )
-        return keep
+        # With depth pruning, prefer the block count that shares the cut evenly between depth and width.
+        options: list[int | None] = [None]
+        if blocks:
+            balanced = math.sqrt(scale) * len(self.block_order)
+            options = sorted(range(1, blocks + 1), key=lambda d: (abs(d - balanced), -d))
+        nearest = 0.0
+        for kept_blocks in options:
+            low, high = 0.0, width_ratio  # params_for is monotone in the shared keep ratio
+            for _ in range(40):
+                mid = (low + high) / 2
+                if self.params_for(self._keep_at_ratio(mid, kept_blocks)) < target:
+                    low = mid
+                else:
+                    high = mid
+            ratio = min((low, high), key=lambda r: abs(self.params_for(self._keep_at_ratio(r, kept_blocks)) - target))
+            keep = self._keep_at_ratio(ratio, kept_blocks)
+            achieved = self.params_for(keep) / self.total_params
+            if abs(achieved - scale) <= tolerance:
+                return keep, ratio, kept_blocks
+            nearest = min(nearest or achieved, achieved, key=lambda a: abs(a - scale))
+        raise PruningError(
+            f"Scale {scale} cannot be hit within {tolerance}: the nearest nested candidate has {nearest:.3f} of the "
+            "teacher's parameters (the prunable groups are too coarse). Choose another scale or raise the tolerance."
+        )
 
     def params(self, scale: float) -> int:
         return self.params_for(self.keep[scale])
@@ -285,6 +341,11 @@ class NestedCandidates:
     def kept_units(self, scale: float) -> dict[str, list[int]]:
         """The units candidate ``scale`` keeps in each group (a prefix of the group's ranking)."""
         return {g.root: sorted(g.order[: self.keep[scale][g.root]]) for g in self.groups}
+
+    def _block_hook(self, index: int):
+        def hook(module: nn.Module, inputs: Any, output: Tensor) -> Tensor | None:
+            return inputs[0] if index in self._dropped else None
+        return hook
 
     # ------------------------------------------------------------------ masking
     def _hook(self, name: str):
@@ -315,12 +376,13 @@ class NestedCandidates:
         """Run the model as candidate ``scale`` (``None``: the whole network) inside the block."""
         if scale is not None and scale not in self.keep:
             raise KeyError(f"No candidate at scale {scale}; the grid is {self.scales}.")
-        previous = self._active
+        previous = self._active, self._dropped
         self._active = {} if scale is None else self.masks(scale)
+        self._dropped = set() if scale is None else set(self.dropped_blocks(scale))
         try:
             yield
         finally:
-            self._active = previous
+            self._active, self._dropped = previous
 
     def remove_hooks(self) -> None:
         for handle in self._handles:
@@ -336,7 +398,10 @@ class NestedCandidates:
             hook_dict.clear()  # the copy carries no masks
         param = next(pruned.parameters())
         example = self.example_inputs.to(device=param.device, dtype=param.dtype)
-        return prune_network(pruned, self.kept_units(scale), self.groups, example)
+        dropped = self.dropped_blocks(scale)
+        drop_blocks(pruned, dropped)
+        groups = [g for g in self.groups if self._block_of.get(g.root) not in set(dropped)]
+        return prune_network(pruned, self.kept_units(scale), groups, example)
 
     def record(self, scale: float) -> dict[str, Any]:
         """What :func:`apply_pruning_record` needs to rebuild candidate ``scale`` from its base network."""
@@ -347,7 +412,15 @@ class NestedCandidates:
             "groups": [{"root": g.root, "units": g.units, "unit_channels": g.unit_channels,
                         "attention": g.attention or ""} for g in self.groups],
             "kept": self.kept_units(scale),
+            "dropped_blocks": self.dropped_blocks(scale),
         }
+
+
+def drop_blocks(model: nn.Module, indices: Sequence[int]) -> nn.Module:
+    """Replace ``model.blocks[i]`` by the identity for every ``i`` in ``indices`` (in place)."""
+    for index in indices:
+        model.blocks[index] = nn.Identity()
+    return model
 
 
 def save_pruned(model: nn.Module, record: dict[str, Any], base: dict[str, Any], path: str | Path) -> Path:
@@ -369,8 +442,12 @@ def is_pruned_record(raw: Any) -> bool:
 
 def apply_pruning_record(model: nn.Module, record: dict[str, Any]) -> nn.Module:
     """Prune ``model`` (built from the record's base spec) in place to the recorded architecture."""
+    dropped = [int(i) for i in record.get("dropped_blocks", [])]
+    drop_blocks(model, dropped)
     groups = []
     for entry in record["groups"]:
+        if entry["root"].startswith("blocks.") and int(entry["root"].split(".")[1]) in dropped:
+            continue
         if entry["root"] not in dict(model.named_modules()):
             raise PruningError(
                 f"The pruned network was cut from {record['base'].get('name')!r}; this model has no layer "

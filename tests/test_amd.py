@@ -64,6 +64,31 @@ def test_masked_network_computes_what_the_pruned_network_computes(spec):
         assert attn.num_heads < 3 and attn.qkv.out_features == 3 * attn.num_heads * attn.head_dim
 
 
+def test_vit_depth_pruning_is_nested_and_exact(tmp_path):
+    spec = ModelSpec(**{**VIT.__dict__, "model_kwargs": {"img_size": 32, "patch_size": 8, "depth": 4}})
+    torch.manual_seed(0)
+    model = create_model(spec).eval()
+    candidates = NestedCandidates(model, [0.8, 0.5, 0.25], torch.zeros(1, 3, 32, 32), depth=True)
+    dropped = [set(candidates.dropped_blocks(s)) for s in candidates.scales]
+    assert dropped[0] <= dropped[1] <= dropped[2] and dropped[2] and len(dropped[2]) < 4
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        for scale in candidates.scales:
+            with candidates.active(scale):
+                masked = model(images)
+            pruned = candidates.extract(scale).eval()
+            assert sum(p.numel() for p in pruned.parameters()) == candidates.params(scale)
+            assert abs(candidates.params(scale) / candidates.total_params - scale) <= 0.02
+            torch.testing.assert_close(pruned(images), masked, rtol=1e-4, atol=1e-5)
+    # A record with dropped blocks rebuilds the same network from the base spec.
+    from lit_kd.pruning import save_pruned
+
+    path = save_pruned(pruned, candidates.record(candidates.scales[-1]), {"name": spec.name}, tmp_path / "ta.pt")
+    rebuilt = create_model(ModelSpec(**{**spec.__dict__, "checkpoint": str(path)})).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(images), pruned(images))
+
+
 def test_sandwich_picks_largest_smallest_and_one_random_middle():
     scales = [0.9, 0.7, 0.5, 0.3, 0.2]
     drawn = set()

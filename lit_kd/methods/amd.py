@@ -72,6 +72,7 @@ class AMDSearch(DistillationModule):
         importance_norm: p of Torch-Pruning's group-magnitude importance.
         scale_tolerance: largest accepted gap between a candidate's parameter fraction and its scale.
         ignored_layers: names of layers that must keep all their output channels.
+        prune_depth: also drop whole blocks (timm ViTs' ``blocks``), nested like the units.
         probe_size: image size for tracing the network when its input size is not fixed.
         output_dir: where the table, plot and TA go (default ``<trainer.default_root_dir>/amd``).
         **kwargs: the :class:`~lit_kd.methods.base.DistillationModule` arguments (optimizer, ...).
@@ -93,6 +94,7 @@ class AMDSearch(DistillationModule):
         importance_norm: int = 2,
         scale_tolerance: float = 0.02,
         ignored_layers: Sequence[str] = (),
+        prune_depth: bool = False,
         probe_size: int = 32,
         output_dir: str | None = None,
         **kwargs: Any,
@@ -112,7 +114,7 @@ class AMDSearch(DistillationModule):
         size = self.student_input.size or probe_size
         self.candidates = NestedCandidates(self.student, scales, torch.zeros(1, 3, size, size),
                                            ignored_layers=ignored_layers, importance_norm=importance_norm,
-                                           tolerance=scale_tolerance)
+                                           tolerance=scale_tolerance, depth=prune_depth)
         self.scales = self.candidates.scales
         if student is not None:
             self._check_student_fits(student)
