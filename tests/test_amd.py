@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.loggers import CSVLogger
 
 import lit_kd  # noqa: F401
 from lit_kd.assistant_selection import BestAccuracySelector, NPSDSelector, npsd
@@ -21,6 +22,17 @@ RESNET = ModelSpec(name="resnet20_a", num_classes=10)
 VIT = ModelSpec(name="vit_tiny_patch16_224", num_classes=10, input_size=32,
                 model_kwargs={"img_size": 32, "patch_size": 8, "depth": 2})
 SCALES = [0.8, 0.6, 0.4, 0.25]
+
+
+class TableLogger(CSVLogger):
+    """A logger with WandbLogger's ``log_table``, recording what it is given."""
+
+    def __init__(self, root) -> None:
+        super().__init__(root, name="logs")
+        self.tables: list[tuple] = []
+
+    def log_table(self, key: str, columns: list[str], data: list[list]) -> None:
+        self.tables.append((key, columns, data))
 
 
 def candidates_of(spec: ModelSpec, scales=SCALES) -> tuple[torch.nn.Module, NestedCandidates]:
@@ -136,8 +148,12 @@ def test_search_trains_chooses_and_exports_a_loadable_assistant(tmp_path):
     module = AMDSearch(RESNET, scales=[0.7, 0.5, 0.3], output_dir=str(tmp_path / "amd"), check_teacher=False,
                        probe_size=16)
     teacher_before = snapshot(module.teacher)
-    trainer = tiny_trainer(tmp_path, limit_train_batches=2, limit_val_batches=1)
+    logger = TableLogger(tmp_path)
+    trainer = tiny_trainer(tmp_path, limit_train_batches=2, limit_val_batches=1, logger=logger)
     trainer.fit(module, datamodule=digits(image_size=16, batch_size=16))
+    (key, columns, data), = logger.tables  # what a WandbLogger receives as a W&B table
+    assert key == "amd/candidates" and columns[:5] == ["scale", "params", "macs", "val_acc", "npsd"]
+    assert [row[0] for row in data] == [0.7, 0.5, 0.3]
     for key, value in module.teacher.state_dict().items():
         assert torch.equal(value, teacher_before[key]), key
     assert module.candidate_accuracy is not None and len(module.candidate_accuracy) == 3
