@@ -15,7 +15,7 @@ import torch
 
 from lit_kd.callbacks.chain import AssistantChain, ChainConfigError, ChainStep
 from lit_kd.models import ModelSpec
-from tests.helpers import REPO
+from tests.helpers import REPO, SHARED_DATA
 
 DIGITS = {"class_path": "lit_kd.data.KDDataModule",
           "init_args": {"dataset": "digits", "batch_size": 16, "image_size": 8, "val_split": 0.1}}
@@ -132,6 +132,33 @@ def test_student_larger_than_its_teacher_is_refused_before_training(tmp_path):
     assert not (tmp_path / "chain.json").exists()
 
 
+def test_module_students_pass_their_trained_weights_on(tmp_path):
+    import timm
+
+    from tests.helpers import snapshot
+
+    torch.manual_seed(0)
+    assistant = timm.create_model("resnet8", num_classes=10)  # e.g. a pruned network that has no spec
+    before = snapshot(assistant)
+    seen = {}
+
+    class Spy(L.Callback):
+        def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            seen[len(seen)] = snapshot(pl_module.teacher)
+
+    chain = AssistantChain(teacher=ModelSpec("resnet14", num_classes=10),
+                           steps=[ChainStep(assistant, name="module_assistant"),
+                                  ChainStep(ModelSpec("resnet8", num_classes=10), name="student")],
+                           model={"class_path": "KD", "init_args": {"check_teacher": False}},
+                           data=DIGITS, trainer=TRAINER, root_dir=tmp_path, callbacks=[Spy()])
+    records = chain.run()
+    assert all(torch.equal(v, before[k]) for k, v in snapshot(assistant).items())  # the given module is untouched
+    trained = {k[len("student."):]: v for k, v in student_weights(records[0].checkpoint).items()}
+    assert trained.keys() == seen[1].keys()
+    assert all(torch.equal(seen[1][k], trained[k]) for k in trained)  # step 1's teacher = step 0's checkpoint
+    assert not all(torch.equal(trained[k], before[k]) for k in trained)
+
+
 def test_bad_chain_configs_say_what_to_fix(tmp_path):
     from lit_kd.callbacks.chain import load_chain_config
 
@@ -171,7 +198,7 @@ def test_dgkd_step_learns_from_teacher_and_assistants_and_logs_to_one_wandb_grou
     assert seen[1]["name"] == "dgkd/1_student"
     assert seen[1]["guides"] == ["DGKD", "assistant_0"]
     hparams = torch.load(records[1].checkpoint, weights_only=True)["hyper_parameters"]
-    assert hparams["assistant_0"]["checkpoint"] == records[0].checkpoint
+    assert hparams["assistants"][0]["checkpoint"] == records[0].checkpoint
     assert hparams["teacher"]["name"] == "resnet14" and hparams["drop_num"] == 1
 
 
@@ -211,3 +238,31 @@ def test_two_step_chain_under_ddp_with_two_cpu_processes(tmp_path):
     manifest = json.loads((root / "chain.json").read_text())
     assert [s["name"] for s in manifest["steps"]] == ["assistant", "student"]
     assert not list(root.glob("chain.json.tmp*"))
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "configs" / "chains").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_chain_config_runs_through_the_cli(config, tmp_path, monkeypatch):
+    import timm
+    import yaml
+
+    from lit_kd.cli import main
+    from tests.test_cli import write_fake_cifar
+
+    monkeypatch.chdir(tmp_path)
+    chain = yaml.safe_load(config.read_text())
+    teacher = tmp_path / "teacher.pth"
+    torch.save(timm.create_model(chain["teacher"]["name"], num_classes=10).state_dict(), teacher)
+    if SHARED_DATA.exists():  # the shipped path points at the shared pretrained teacher
+        assert (REPO / chain["teacher"]["checkpoint"]).resolve().is_file()
+    chain["teacher"]["checkpoint"] = str(teacher)
+    chain["data"]["init_args"].update(data_dir=str(write_fake_cifar(tmp_path / "data", 10)), batch_size=16)
+    chain["trainer"].update(max_epochs=1, limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0,
+                            enable_progress_bar=False)
+    chain["model"]["init_args"]["check_teacher"] = False
+    small = tmp_path / "chain.yaml"
+    small.write_text(yaml.safe_dump(chain))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["chain", "--config", str(small)])
+    assert exit_info.value.code == 0
+    manifest = json.loads((tmp_path / chain["chain"]["root_dir"] / "chain.json").read_text())
+    assert [s["name"] for s in manifest["steps"]] == [s["name"] for s in chain["steps"]]

@@ -30,6 +30,7 @@ import hashlib
 import importlib
 import json
 import os
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -93,6 +94,7 @@ class StepRecord:
     summary: dict[str, Any] | None
     world_size: int
     finished_at: str
+    fit_seconds: float = 0.0  # wall-clock of this step's last fit call (the resumed part after a kill)
     # The spec of the network this step hands on when it is not the step's student: an AMD search
     # (lit_kd.methods.AMDSearch) hands on the teacher assistant it chose and pruned.
     network: dict[str, Any] | None = None
@@ -275,7 +277,7 @@ class AssistantChain(Callback):
         return counts
 
     def _run_step(self, index: int, done: list[StepRecord], manifest: dict[str, Any]) -> StepRecord:
-        step, step_dir = self.steps[index], self.step_dir(index)
+        step_dir = self.step_dir(index)
         last = step_dir / "checkpoints" / "last.ckpt"
         running = manifest.get("running")
         resume = last.is_file()
@@ -293,8 +295,10 @@ class AssistantChain(Callback):
         trainer = self.build_trainer(index, [checkpointing])
         manifest["running"] = {"index": index, "name": self.step_name(index), "config_hash": self._hashes[index]}
         self._write_manifest(manifest, trainer)
+        started = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
         record = self._record(index, trainer, checkpointing, module)
+        record.fit_seconds = round(time.perf_counter() - started, 2)
         manifest["steps"].append(asdict(record))
         manifest["running"] = None
         self._write_manifest(manifest, trainer)
@@ -338,7 +342,9 @@ class AssistantChain(Callback):
         step = self.steps[index]
         config = _merge(self.model, step.model)
         method = _resolve_class(config.get("class_path", "lit_kd.methods.KD"))
-        networks: dict[str, Any] = {"student": step.student}
+        # A module student is trained as a copy: the step's config (and its hash) stays as given.
+        student = copy.deepcopy(step.student) if isinstance(step.student, nn.Module) else step.student
+        networks: dict[str, Any] = {"student": student}
         if step.guides == "all":
             if "assistants" not in _parameter_names(method):
                 raise ChainConfigError(f"Step {index} has guides: all, but {method.__name__} takes no "
@@ -494,7 +500,7 @@ def _parse_init_args(method: type, init_args: dict[str, Any], skip: set[str]) ->
         raise ChainConfigError(f"The chain fills in {sorted(clash)} itself; remove them from the model init_args "
                                "(set a step's network with its 'student:' key).")
     parser = ArgumentParser(exit_on_error=False)
-    parser.add_class_arguments(method, "model", skip=skip | {"assistants"}, instantiate=False)
+    parser.add_class_arguments(method, "model", skip=skip, instantiate=False)
     config = parser.parse_object({"model": init_args})
     return dict(vars(_instantiate_namespace(parser, config).model))
 

@@ -142,12 +142,7 @@ class StudentModule(L.LightningModule):
     # ------------------------------------------------------------------ bookkeeping
     def _record_network(self, key: str, network: ModelSpec | nn.Module | dict) -> None:
         """Store how a network was specified in the hyperparameters (specs as plain dicts)."""
-        if isinstance(network, ModelSpec):
-            self.hparams[key] = asdict(network)
-        elif isinstance(network, dict):
-            self.hparams[key] = dict(network)
-        else:
-            self.hparams[key] = {"module": type(network).__name__}
+        self.hparams[key] = network_record(network)
 
     def trainable_modules(self) -> dict[str, nn.Module]:
         """Modules whose parameters the optimizer updates (student plus method-specific parts)."""
@@ -343,12 +338,14 @@ class DistillationModule(StudentModule):
         self._teacher_checked = False
 
     # ------------------------------------------------------------------ the frozen networks
-    def add_frozen_network(self, name: str, network: ModelSpec | nn.Module) -> tuple[nn.Module, ModelSpec | None]:
+    def add_frozen_network(self, name: str, network: ModelSpec | nn.Module,
+                           record: bool = True) -> tuple[nn.Module, ModelSpec | None]:
         """Build ``network`` as a frozen attribute ``self.<name>`` with its own ``self.<name>_input`` adapter.
 
         Frozen means: no gradients, eval mode for good, outside the optimizer, stripped from
         checkpoints unless ``store_teacher``. The teacher is registered this way; so are extra
-        frozen networks such as DGKD's assistants.
+        frozen networks such as DGKD's assistants. ``record=False`` leaves the hyperparameters to
+        the caller (for networks given as a list argument).
         """
         module, spec = _build(network, self.num_classes)
         mean, std, size = resolve_normalization(spec, module)
@@ -357,7 +354,8 @@ class DistillationModule(StudentModule):
         setattr(self, name, module)
         setattr(self, f"{name}_input", InputAdapter(mean, std, size, normalize=self.normalize_inputs))
         self._frozen_names.append(name)
-        self._record_network(name, network)
+        if record:
+            self._record_network(name, network)
         return module, spec
 
     def frozen_networks(self) -> dict[str, nn.Module]:
@@ -449,6 +447,15 @@ def _accepts_named_parameters(factory: Any) -> bool:
     or a function) declares ``accepts_named_parameters = True``."""
     candidates = [factory, getattr(factory, "func", None), *getattr(factory, "args", ())]
     return any(getattr(c, "accepts_named_parameters", False) is True for c in candidates if c is not None)
+
+
+def network_record(network: ModelSpec | nn.Module | dict) -> dict[str, Any]:
+    """How a network was specified, as plain data for hyperparameters (a spec's fields, or the module's class)."""
+    if isinstance(network, ModelSpec):
+        return asdict(network)
+    if isinstance(network, dict):
+        return dict(network)
+    return {"module": type(network).__name__}
 
 
 def _network_args(frame: Any) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from lit_kd.losses import dense_guidance_loss, drop_guides
-from lit_kd.methods.base import Batch, DistillationModule, _split_batch
+from lit_kd.methods.base import Batch, DistillationModule, _split_batch, network_record
 from lit_kd.models import ModelSpec
 
 
@@ -51,8 +51,9 @@ class DGKD(DistillationModule):
             raise ValueError(f"temperature must be > 0, got {temperature}")
         self.assistant_names: list[str] = []
         for index, assistant in enumerate(assistants):
-            self.add_frozen_network(f"assistant_{index}", assistant)
+            self.add_frozen_network(f"assistant_{index}", assistant, record=False)
             self.assistant_names.append(f"assistant_{index}")
+        self.hparams["assistants"] = [network_record(a) for a in assistants]  # reloads as the same argument
         drop_guides(1 + len(self.assistant_names), drop_num)  # validates drop_num against the guide count
         self.temperature = temperature
         self.ce_weight = ce_weight
