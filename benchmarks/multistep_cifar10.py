@@ -182,6 +182,8 @@ def main() -> None:
     args = parser.parse_args()
     for plugin in args.plugin:
         importlib.import_module(plugin)
+    if __name__ == "__main__":  # plugins register into the importable module, not into __main__
+        METHODS.update(importlib.import_module("benchmarks.multistep_cifar10").METHODS)
     ctx = Context(args.epochs, args.batches, args.val_batches, args.seed, Path(args.out))
     rows = {}
     for name in args.methods.split(","):

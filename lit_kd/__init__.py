@@ -31,6 +31,10 @@ _LAZY = {
     "ChainStep": "lit_kd.callbacks.chain",
     "run_chain": "lit_kd.callbacks.chain",
     "DGKD": "lit_kd.methods.dgkd",
+    # issue 5: AMD teacher-assistant search
+    "AMDSearch": "lit_kd.methods.amd",
+    "NestedCandidates": "lit_kd.pruning",
+    "NPSDSelector": "lit_kd.assistant_selection",
 }
 
 __all__ = ["ModelSpec", "create_model", "load_weights", *_LAZY]

@@ -95,6 +95,9 @@ class StepRecord:
     world_size: int
     finished_at: str
     fit_seconds: float = 0.0  # wall-clock of this step's last fit call (the resumed part after a kill)
+    # The spec of the network this step hands on when it is not the step's student: an AMD search
+    # (lit_kd.methods.AMDSearch) hands on the teacher assistant it chose and pruned.
+    network: dict[str, Any] | None = None
 
 
 class AssistantChain(Callback):
@@ -314,16 +317,21 @@ class AssistantChain(Callback):
                 f"{self.monitor in trainer.callback_metrics}). Check that validation runs and logs "
                 f"{self.monitor!r}, or use checkpoint: last.")
         summary = next((c.record for c in trainer.callbacks if type(c).__name__ == "RunSummary"), None)
+        handoff = getattr(module, "handoff_network", None)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
         return StepRecord(index=index, name=self.step_name(index), config_hash=self._hashes[index],
                           checkpoint=str(chosen), best_checkpoint=best, last_checkpoint=last,
-                          parameters=sum(p.numel() for p in module.student.parameters()), metrics=metrics,
+                          parameters=sum(p.numel() for p in (create_model(handoff) if handoff else module.student).parameters()),
+                          metrics=metrics,
                           summary=copy.deepcopy(summary), world_size=trainer.world_size,
-                          finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                          finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                          network=asdict(handoff) if handoff is not None else None)
 
     # ------------------------------------------------------------------ builders
     def trained_network(self, index: int, record: StepRecord) -> ModelSpec | nn.Module:
         """Step ``index``'s student with the chosen checkpoint's weights, to teach a later step."""
+        if record.network is not None:  # e.g. the teacher assistant an AMD search chose
+            return ModelSpec(**record.network)
         student = self.steps[index].student
         if isinstance(student, ModelSpec):
             return ModelSpec(**{**asdict(student), "checkpoint": record.checkpoint, "checkpoint_key": "student"})

@@ -93,10 +93,15 @@ def read_state_dict(path: str | Path, key: str = "student") -> dict[str, torch.T
     """Read a state dict from a local file, undoing the usual wrappers.
 
     Accepted: ``.safetensors``; torch files (``.pth``, ``.pt``, ``.th``, ``.bin``) holding a state
-    dict or ``{"state_dict": ...}`` / ``{"model": ...}``; lit_kd Lightning ``.ckpt`` files, from
+    dict or ``{"state_dict": ...}`` / ``{"model": ...}`` (this includes the pruned networks AMD
+    writes, see :func:`lit_kd.pruning.save_pruned`); lit_kd Lightning ``.ckpt`` files, from
     which the ``key`` network (``student.*`` or ``teacher.*`` entries) is taken. A ``module.``
     prefix (DataParallel/DDP) is stripped. Loading never unpickles code (``weights_only=True``).
     """
+    return _state_dict_of(_read_file(path), path, key)
+
+
+def _read_file(path: str | Path) -> Any:
     path = Path(path).expanduser()
     if not path.is_file():
         raise CheckpointError(
@@ -107,14 +112,16 @@ def read_state_dict(path: str | Path, key: str = "student") -> dict[str, torch.T
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
-            raw: Any = load_file(str(path))
-        else:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
+            return load_file(str(path))
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupted file, truncated download, pickle with code, ...
         raise CheckpointError(
             f"Could not read checkpoint {str(path)!r} ({type(err).__name__}: {err}). The file is corrupted, "
             "truncated, or not a weights file; re-create or re-download it."
         ) from err
+
+
+def _state_dict_of(raw: Any, path: str | Path, key: str) -> dict[str, torch.Tensor]:
     if isinstance(raw, dict) and "state_dict" in raw and isinstance(raw["state_dict"], dict):
         raw = raw["state_dict"]
     elif isinstance(raw, dict) and "model" in raw and isinstance(raw["model"], dict):
@@ -135,8 +142,19 @@ def read_state_dict(path: str | Path, key: str = "student") -> dict[str, torch.T
 
 
 def load_weights(model: nn.Module, path: str | Path, key: str = "student") -> nn.Module:
-    """Load local weights into ``model`` strictly, explaining any mismatch."""
-    state = read_state_dict(path, key=key)
+    """Load local weights into ``model`` strictly, explaining any mismatch.
+
+    A pruned network written by AMD (:func:`lit_kd.pruning.save_pruned`) first prunes ``model``,
+    built from the same base name, in place to the recorded architecture.
+    """
+    raw = _read_file(path)
+    if isinstance(raw, dict) and isinstance(raw.get("pruning"), dict):
+        from lit_kd.pruning import apply_pruning_record, is_pruned_record
+
+        if not is_pruned_record(raw):
+            raise CheckpointError(f"Checkpoint {str(path)!r} holds a pruning record of an unknown format.")
+        apply_pruning_record(model, raw["pruning"])
+    state = _state_dict_of(raw, path, key)
     own = model.state_dict()
     # BN counters absent from older checkpoints are filled in by load_state_dict itself.
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
