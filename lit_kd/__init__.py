@@ -26,6 +26,9 @@ _LAZY = {
     "TeacherCache": "lit_kd.teacher_cache",
     "KDDataModule": "lit_kd.data.datamodule",
     "FeatureTap": "lit_kd.taps",
+    # issue 6: DistPro
+    "DistPro": "lit_kd.methods.distpro",
+    "DistillationProcess": "lit_kd.pathways",
 }
 
 __all__ = ["ModelSpec", "create_model", "load_weights", *_LAZY]

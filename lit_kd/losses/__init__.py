@@ -1,6 +1,6 @@
 """Distillation losses as small pure functions; each docstring gives its equation."""
 
-from lit_kd.losses.features import hint_loss
+from lit_kd.losses.features import hcl_loss, hint_loss
 from lit_kd.losses.logits import kd_loss
 
-__all__ = ["kd_loss", "hint_loss"]
+__all__ = ["kd_loss", "hint_loss", "hcl_loss"]
