@@ -261,7 +261,9 @@ class StudentModule(L.LightningModule):
             self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=False, batch_size=batch_size)
 
     def cross_entropy(self, logits: Tensor, target: Tensor) -> Tensor:
-        return F.cross_entropy(logits.float(), target, label_smoothing=self.label_smoothing)
+        # At least float32 (float64 stays float64), whatever the run's precision.
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
 
     def _split_name(self, dataloader_idx: int) -> str:
         """``"val"`` or ``"test"``: KDDataModule names its validation loaders (held-out, then test)."""
