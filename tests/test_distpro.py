@@ -192,7 +192,7 @@ def test_process_save_load_round_trip(tmp_path):
 # ------------------------------------------------------------------------------ runs and resume
 def _fit_online(root, epochs, ckpt_path=None, **kwargs):
     L.seed_everything(0)
-    module = zoo_distpro(**kwargs)
+    module = zoo_distpro(transform="conv1x1", **kwargs)  # the lightest transform keeps the test fast
     trainer = tiny_trainer(root, max_epochs=epochs, limit_train_batches=3, limit_val_batches=1,
                            enable_checkpointing=True)
     trainer.fit(module, datamodule=digits(meta_split=0.2), ckpt_path=ckpt_path)
@@ -212,7 +212,7 @@ def test_online_search_writes_process_and_replay_uses_it(tmp_path):
     assert DistillationProcess.load(ckpt).steps == 3  # the process lives in the checkpoint too
 
     L.seed_everything(0)
-    replay = zoo_distpro(mode="replay", process=str(ckpt))
+    replay = zoo_distpro(mode="replay", process=str(ckpt), transform="conv1x1")
     replay_trainer = tiny_trainer(tmp_path / "replay", max_epochs=2, limit_train_batches=3, limit_val_batches=1)
     teacher_before = snapshot(replay.teacher)
     replay_trainer.fit(replay, datamodule=digits())  # no meta split needed
