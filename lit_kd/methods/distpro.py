@@ -297,9 +297,11 @@ class DistPro(DistillationModule):
                                  "meta_split=0.2 (or replay a process with mode='replay').")
             meta_image, _, meta_target = _split_batch(meta_batch)
             train_loss = self.ce_weight * ce + (self.pathway_weights() * pathway_losses).sum()
-            self.alpha.grad = self.alpha_meta_gradient(net, train_loss, student_image, teacher_features,
-                                                       self.student_input(meta_image), meta_target,
-                                                       student_optimizer.optimizer)
+            alpha_grad = self.alpha_meta_gradient(net, train_loss, student_image, teacher_features,
+                                                  self.student_input(meta_image), meta_target,
+                                                  student_optimizer.optimizer)
+            # One α for all processes: average the meta-gradient over DDP ranks.
+            self.alpha.grad = self.trainer.strategy.reduce(alpha_grad, reduce_op="mean")
             alpha_optimizer = optimizers[1].optimizer  # the bare optimizer: global_step counts student steps only
             alpha_optimizer.step()
             alpha_optimizer.zero_grad(set_to_none=True)
