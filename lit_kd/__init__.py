@@ -35,6 +35,9 @@ _LAZY = {
     "AMDSearch": "lit_kd.methods.amd",
     "NestedCandidates": "lit_kd.pruning",
     "NPSDSelector": "lit_kd.assistant_selection",
+    # issue 6: DistPro
+    "DistPro": "lit_kd.methods.distpro",
+    "DistillationProcess": "lit_kd.pathways",
 }
 
 __all__ = ["ModelSpec", "create_model", "load_weights", *_LAZY]

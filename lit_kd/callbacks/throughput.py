@@ -42,6 +42,8 @@ class ImagesPerSecond(L.Callback):
                            batch_idx: int) -> None:
         if self._start is None:
             return
+        if isinstance(batch, dict) and "meta_val" in batch:  # KDDataModule(meta_split>0): count the training half
+            batch = batch["train"]
         image = batch["image"] if isinstance(batch, dict) else batch[0]
         self._images += image.shape[0] * trainer.world_size
         self._steps += 1

@@ -266,6 +266,11 @@ class KDDataModule(L.LightningDataModule):
             training store and have their own positions); it passes through
             :meth:`transform_batch`. ``None``: only with
             ``augmentation="fixed_teacher"``, where teacher-output caches need it.
+        meta_split: fraction of the training split (what ``val_split`` leaves) set aside as
+            *meta-validation* data for bi-level methods (DistPro: ``0.2``, the 80/20 split of its
+            official code), drawn with ``split_seed``. With ``meta_split > 0`` the training loader
+            yields ``{"train": batch, "meta_val": batch}``, the meta-validation loader cycling
+            (both augmented with the training recipe); ``0`` keeps plain training batches.
     """
 
     def __init__(
@@ -285,6 +290,7 @@ class KDDataModule(L.LightningDataModule):
         num_workers: int = 4,
         monitor_test: bool = True,
         return_index: bool | None = None,
+        meta_split: float = 0.0,
     ) -> None:
         super().__init__()
         if dataset not in ("digits", "cifar10", "cifar100", "folder"):
@@ -297,6 +303,8 @@ class KDDataModule(L.LightningDataModule):
             raise ValueError("dataset='folder' needs data_dir: the image folder or .zip (data.data_dir=...)")
         if not 0.0 <= val_split < 1.0:
             raise ValueError(f"val_split must be in [0, 1), got {val_split}")
+        if not 0.0 <= meta_split < 1.0:
+            raise ValueError(f"meta_split must be in [0, 1), got {meta_split} (DistPro uses 0.2)")
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
             raise ValueError("batch sizes must be positive")
         if image_size is not None and image_size < 1:
@@ -321,6 +329,7 @@ class KDDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.monitor_test = monitor_test
         self.return_index = augmentation == "fixed_teacher" if return_index is None else bool(return_index)
+        self.meta_split = meta_split
 
         self._classes: list[str] | None = None
         self._layout: sources.ImageFolderLayout | None = None
@@ -328,12 +337,14 @@ class KDDataModule(L.LightningDataModule):
         self._train: Dataset | None = None
         self._val: Dataset | None = None
         self._test: Dataset | None = None
+        self._meta: Dataset | None = None
         # Training randomness (shuffle order, augmentation) derives from one data seed plus
         # the epoch / number of training batches, both restored from checkpoints.
         self._data_seed: int | None = None
         self._train_batches = 0
         self._generators: dict[torch.device, torch.Generator] = {}
         self._train_sampler: EpochShuffleSampler | None = None
+        self._meta_sampler: EpochShuffleSampler | None = None
 
     # ------------------------------------------------------------------ properties
 
@@ -424,11 +435,16 @@ class KDDataModule(L.LightningDataModule):
                        val_targets: Tensor | None = None) -> None:
         index = self.return_index
         if val_images is not None:  # a separate validation folder: all of train/ is trained on
-            self._train = InMemoryImageDataset(train_images, train_targets, return_index=index)
-            self._val = InMemoryImageDataset(val_images, val_targets, return_index=index)
+            train_idx, val_idx = torch.arange(len(train_targets)), None
         else:
             train_idx, val_idx = split_indices(len(train_targets), self.val_split, self.split_seed)
-            self._train = InMemoryImageDataset(train_images, train_targets, train_idx, return_index=index)
+        train_idx, meta_idx = self._split_meta(train_idx)
+        self._train = InMemoryImageDataset(train_images, train_targets, train_idx, return_index=index)
+        self._meta = (None if meta_idx is None
+                      else InMemoryImageDataset(train_images, train_targets, meta_idx, return_index=index))
+        if val_images is not None:
+            self._val = InMemoryImageDataset(val_images, val_targets, return_index=index)
+        else:
             self._val = (None if val_idx is None
                          else InMemoryImageDataset(train_images, train_targets, val_idx, return_index=index))
         self._test = InMemoryImageDataset(test_images, test_targets, return_index=index)
@@ -462,14 +478,36 @@ class KDDataModule(L.LightningDataModule):
             self._set_in_memory(train_images, layout.train.targets, test_images, layout.eval.targets, **val)
             return
         if held_out is not None:
-            self._train = self._streaming_split(layout.train, None, train=True)
-            self._val = self._streaming_split(held_out, None, train=False)
+            train_idx, val_idx = torch.arange(len(layout.train)), None
         else:
             train_idx, val_idx = split_indices(len(layout.train), self.val_split, self.split_seed)
-            self._train = self._streaming_split(layout.train, train_idx, train=True)
+        train_idx, meta_idx = self._split_meta(train_idx)
+        self._train = self._streaming_split(layout.train, train_idx, train=True)
+        self._meta = None if meta_idx is None else self._streaming_split(layout.train, meta_idx, train=True)
+        if held_out is not None:
+            self._val = self._streaming_split(held_out, None, train=False)
+        else:
             self._val = None if val_idx is None else self._streaming_split(layout.train, val_idx, train=False)
         self._test = self._streaming_split(layout.eval, None, train=False)
         self._streamed = True
+
+    def _split_meta(self, train_idx: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Carve the meta-validation part out of the training indices (``meta_split``)."""
+        if self.meta_split <= 0:
+            return train_idx, None
+        keep, held = split_indices(len(train_idx), self.meta_split, self.split_seed + 1)
+        if held is None or len(held) == 0 or len(keep) == 0:
+            raise ValueError(
+                f"meta_split={self.meta_split} leaves no meta-validation data: the training split has only "
+                f"{len(train_idx)} sample(s) (after val_split={self.val_split}). Use more training data, "
+                "lower val_split, or set meta_split=0 and replay a saved process instead of searching one."
+            )
+        return train_idx[keep], train_idx[held]
+
+    @property
+    def has_meta_split(self) -> bool:
+        """Whether training batches come as ``{"train", "meta_val"}`` pairs (``meta_split > 0``)."""
+        return self.meta_split > 0
 
     def _streaming_split(self, split: sources.FolderSplit, indices: Tensor | None,
                          train: bool) -> sources.StreamingImageDataset:
@@ -500,12 +538,11 @@ class KDDataModule(L.LightningDataModule):
             self._data_seed = int(torch.initial_seed()) & 0x7FFFFFFFFFFFFFFF
         return self._data_seed
 
-    def _loader(self, dataset: Dataset | None, train: bool) -> DataLoader:
+    def _loader(self, dataset: Dataset | None, train: bool, sampler: EpochShuffleSampler | None = None) -> DataLoader:
         if dataset is None:
             raise RuntimeError("KDDataModule.setup() has not run yet")
         batch_size = self.batch_size if train else self.eval_batch_size
-        sampler = None
-        if train:
+        if train and sampler is None:
             sampler = self._train_sampler = EpochShuffleSampler(dataset, seed=self.data_seed)
         kwargs: dict[str, Any] = dict(batch_size=batch_size, sampler=sampler, drop_last=False,
                                       pin_memory=torch.cuda.is_available())
@@ -514,9 +551,14 @@ class KDDataModule(L.LightningDataModule):
             return loader_class(dataset, collate_fn=passthrough_collate, num_workers=0, **kwargs)
         return loader_class(dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0, **kwargs)
 
-    def train_dataloader(self) -> DataLoader:
-        """Shuffled training split (without the held-out part)."""
-        return self._loader(self._train, train=True)
+    def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
+        """Shuffled training split (without the held-out part); with ``meta_split > 0`` a dict
+        ``{"train", "meta_val"}`` that Lightning combines in ``max_size_cycle`` mode."""
+        train = self._loader(self._train, train=True)
+        if self._meta is None:
+            return train
+        self._meta_sampler = EpochShuffleSampler(self._meta, seed=_mix_seed(self.data_seed, 1))
+        return {"train": train, "meta_val": self._loader(self._meta, train=True, sampler=self._meta_sampler)}
 
     @property
     def val_split_names(self) -> list[str]:
@@ -624,8 +666,10 @@ class KDDataModule(L.LightningDataModule):
         self._train_batches += 1
         return self._generators[device]
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> dict[str, Tensor]:
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> dict[str, Any]:
         """Augment on the device: training batches while the trainer is training, eval views otherwise."""
+        if isinstance(batch, dict) and "meta_val" in batch:  # meta_split > 0: transform both halves
+            return {key: self.on_after_batch_transfer(part, dataloader_idx) for key, part in batch.items()}
         train = self.trainer is not None and bool(self.trainer.training)
         generator = None
         if train and not self._streamed:
@@ -673,3 +717,5 @@ class KDDataModule(L.LightningDataModule):
         self._train_batches = int(state_dict.get("train_batches", 0))
         if self._train_sampler is not None:
             self._train_sampler.seed = self._data_seed
+        if self._meta_sampler is not None:
+            self._meta_sampler.seed = _mix_seed(self._data_seed, 1)

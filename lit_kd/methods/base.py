@@ -248,6 +248,11 @@ class StudentModule(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
         logits, losses = self.training_losses(batch)
         _, _, target = _split_batch(batch)
+        self.log_training(logits, losses, target)
+        return losses["loss"]
+
+    def log_training(self, logits: Tensor, losses: dict[str, Tensor], target: Tensor | None) -> None:
+        """Log the training losses (``train/<name>``) and update the training accuracy."""
         batch_size = logits.shape[0]
         for name, value in losses.items():
             self.log(f"train/{name}", value.detach(), on_step=True, on_epoch=True, prog_bar=name == "loss",
@@ -255,10 +260,11 @@ class StudentModule(L.LightningModule):
         if target is not None and target.ndim == 1:
             self.train_metrics.update(logits.detach(), target)
             self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=False, batch_size=batch_size)
-        return losses["loss"]
 
     def cross_entropy(self, logits: Tensor, target: Tensor) -> Tensor:
-        return F.cross_entropy(logits.float(), target, label_smoothing=self.label_smoothing)
+        # At least float32 (float64 stays float64), whatever the run's precision.
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
 
     def _split_name(self, dataloader_idx: int) -> str:
         """``"val"`` or ``"test"``: KDDataModule names its validation loaders (held-out, then test)."""
