@@ -26,6 +26,10 @@ _LAZY = {
     "TeacherCache": "lit_kd.teacher_cache",
     "KDDataModule": "lit_kd.data.datamodule",
     "FeatureTap": "lit_kd.taps",
+    # issue 7: InDistill, PKT, retrieval evaluation
+    "InDistill": "lit_kd.methods.indistill",
+    "RetrievalEvaluation": "lit_kd.callbacks.retrieval",
+    "retrieval_metrics": "lit_kd.metrics.retrieval",
 }
 
 __all__ = ["ModelSpec", "create_model", "load_weights", *_LAZY]

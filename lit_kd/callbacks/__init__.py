@@ -1,6 +1,7 @@
-"""Lightning callbacks for cross-cutting work: run summaries and throughput."""
+"""Lightning callbacks for cross-cutting work: run summaries, throughput, retrieval evaluation."""
 
+from lit_kd.callbacks.retrieval import RetrievalEvaluation
 from lit_kd.callbacks.summary import RunSummary
 from lit_kd.callbacks.throughput import ImagesPerSecond
 
-__all__ = ["RunSummary", "ImagesPerSecond"]
+__all__ = ["RunSummary", "ImagesPerSecond", "RetrievalEvaluation"]

@@ -258,6 +258,7 @@ class KDDataModule(L.LightningDataModule):
         self._train: Dataset | None = None
         self._val: Dataset | None = None
         self._test: Dataset | None = None
+        self._train_eval: Dataset | None = None  # streamed folders: the training split without augmentation
         # Training randomness (shuffle order, augmentation) derives from one data seed plus
         # the epoch / number of training batches, both restored from checkpoints.
         self._data_seed: int | None = None
@@ -380,6 +381,7 @@ class KDDataModule(L.LightningDataModule):
             return
         train_idx, val_idx = split_indices(len(layout.train), self.val_split, self.split_seed)
         self._train = self._streaming_split(layout.train, train_idx, train=True)
+        self._train_eval = self._streaming_split(layout.train, train_idx, train=False)
         self._val = None if val_idx is None else self._streaming_split(layout.train, val_idx, train=False)
         self._test = self._streaming_split(layout.eval, None, train=False)
         self._streamed = True
@@ -429,6 +431,11 @@ class KDDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Shuffled training split (without the held-out part)."""
         return self._loader(self._train, train=True)
+
+    def database_dataloader(self) -> DataLoader:
+        """The training split (without the held-out part) in order, as evaluation views (no
+        augmentation): the database of retrieval evaluation (:class:`lit_kd.callbacks.RetrievalEvaluation`)."""
+        return self._loader(self._train_eval if self._streamed else self._train, train=False)
 
     @property
     def val_split_names(self) -> list[str]:

@@ -2,5 +2,6 @@
 
 from lit_kd.losses.features import hint_loss
 from lit_kd.losses.logits import kd_loss
+from lit_kd.losses.relational import pkt_loss
 
-__all__ = ["kd_loss", "hint_loss"]
+__all__ = ["kd_loss", "hint_loss", "pkt_loss"]
