@@ -80,6 +80,11 @@ def config_overrides(config: Path, tmp_path: Path) -> list[str]:
         num_classes = int(teacher.group(2))
         torch.save(timm.create_model(teacher.group(1), num_classes=num_classes).state_dict(), path)
         extra += ["--model.init_args.teacher.checkpoint", str(path)]
+    student = re.search(r"student: \{name: ([\w.]+), num_classes: (\d+), checkpoint: [^,}\s]+", text)
+    if student:  # a multi-step pipeline: the student starts from an earlier step's run
+        path = tmp_path / "student.pth"
+        torch.save(timm.create_model(student.group(1), num_classes=int(student.group(2))).state_dict(), path)
+        extra += ["--model.init_args.student.checkpoint", str(path)]
     return extra
 
 
