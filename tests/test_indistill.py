@@ -243,3 +243,5 @@ def test_bad_input_errors():
         InDistill(STUDENT, teacher, student_embedding="no_such_layer")
     with pytest.raises(TapError, match="does not exist"):
         InDistill(STUDENT, teacher, teacher_layers=[0, 1, 5])
+    with pytest.raises(ValueError, match="official_pruning needs plain stages"):  # residual stages
+        InDistill(STUDENT, create_model("resnet20_a", num_classes=10), teacher_layers=[1, 2, 3], official_pruning=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -167,6 +168,26 @@ class InDistill(DistillationModule):
             self._captured: dict[int, Tensor] = {}
             for index, module in enumerate(teacher_modules):  # the unpruned input of each pruned layer
                 module.register_forward_pre_hook(lambda _m, args, index=index: self._captured.__setitem__(index, args[0]))
+            self._check_pruned_layers(teacher_layers, probe_size)
+
+    @torch.no_grad()
+    def _check_pruned_layers(self, teacher_layers: Sequence[int], probe_size: int) -> None:
+        """Run every physically pruned layer once on the teacher's real input to it."""
+        self.teacher_reader(self.teacher_input(torch.zeros(2, 3, *(2 * [self.teacher_input.size or probe_size]))))
+        for index, layer in enumerate(self.pruned_teacher_layers):
+            try:
+                width = layer.eval()(self._captured.pop(index)).shape[1]
+            except RuntimeError as err:
+                width, reason = None, str(err).splitlines()[0]
+            if width != len(self.kept_filters(index)):
+                raise ValueError(
+                    f"official_pruning needs plain stages (conv -> BN -> activation -> pooling); teacher layer "
+                    f"{teacher_layers[index]} ({type(layer).__name__}) does not run pruned"
+                    f"{'' if width is None else f' to {len(self.kept_filters(index))} channels'}"
+                    f"{': ' + reason if width is None else ''}. Residual stages add a full-width shortcut: use "
+                    "official_pruning=False, which reads the kept channels of the teacher's layer output."
+                )
+            layer.train()
 
     def _teacher_module(self, layer: int) -> nn.Module:
         info = _feature_info(self.teacher)
@@ -192,12 +213,6 @@ class InDistill(DistillationModule):
         if self.reset_optimizer_each_epoch:
             for optimizer in self.trainer.optimizers:
                 optimizer.state.clear()
-
-    def train(self, mode: bool = True) -> InDistill:
-        super().train(mode)
-        # the official code never puts its pruned layers in eval mode: batch statistics
-        self.pruned_teacher_layers.train(mode)
-        return self
 
     # ------------------------------------------------------------------ the losses
     def teacher_targets(self, teacher_image: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
