@@ -26,6 +26,11 @@ _LAZY = {
     "TeacherCache": "lit_kd.teacher_cache",
     "KDDataModule": "lit_kd.data.datamodule",
     "FeatureTap": "lit_kd.taps",
+    # issue 5: multi-step distillation (assistant chain, DGKD)
+    "AssistantChain": "lit_kd.callbacks.chain",
+    "ChainStep": "lit_kd.callbacks.chain",
+    "run_chain": "lit_kd.callbacks.chain",
+    "DGKD": "lit_kd.methods.dgkd",
     # issue 7: InDistill, PKT, retrieval evaluation
     "InDistill": "lit_kd.methods.indistill",
     "RetrievalEvaluation": "lit_kd.callbacks.retrieval",

@@ -6,6 +6,7 @@ Examples::
     lit-kd fit --config configs/cifar10/kd_resnet56_resnet20.yaml --trainer.max_epochs 5
     lit-kd fit --model KD --print_config
     lit-kd export --ckpt runs/kd/checkpoints/last.ckpt --out student.safetensors
+    lit-kd chain --config configs/chains/takd_cifar10_resnet56_a_resnet20_a_resnet8.yaml
 """
 
 from __future__ import annotations
@@ -42,10 +43,25 @@ def export_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def chain_main(argv: Sequence[str]) -> int:
+    from lit_kd.callbacks.chain import run_chain
+
+    parser = argparse.ArgumentParser(prog="lit-kd chain", description="Run (or resume) a multi-step distillation "
+                                     "chain teacher -> assistants -> student; see docs/assistant_chain.md.")
+    parser.add_argument("--config", required=True, help="chain YAML (chain, teacher, steps, model, data, trainer)")
+    args = parser.parse_args(list(argv))
+    records = run_chain(args.config)
+    for record in records:
+        print(f"step {record.index} ({record.name}): {record.checkpoint}  val/acc={record.metrics.get('val/acc')}")
+    return 0
+
+
 def main(args: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     if argv and argv[0] == "export":
         raise SystemExit(export_main(argv[1:]))
+    if argv and argv[0] == "chain":
+        raise SystemExit(chain_main(argv[1:]))
     import lit_kd.methods  # noqa: F401  (makes the short names KD, FitNet, ... resolvable)
     from lit_kd.data import KDDataModule
     from lit_kd.methods.base import StudentModule

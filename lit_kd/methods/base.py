@@ -5,7 +5,9 @@
 * :class:`DistillationModule` -- adds a frozen *teacher*: never in the optimizer, no gradients,
   always in eval mode (its BatchNorm statistics never move), run under ``torch.no_grad()``, left
   out of checkpoints unless ``store_teacher=True`` (it is rebuilt from its source on resume), and
-  checked for accuracy once at the start of a fit.
+  checked for accuracy once at the start of a fit. Methods that learn from several frozen networks
+  (DGKD's teacher assistants) register each one with :meth:`DistillationModule.add_frozen_network`
+  and get the same treatment.
 
 Batches are dicts ``{"image", "teacher_image", "target"}`` of pixels in [0, 1] as produced by
 :class:`lit_kd.data.KDDataModule`, or plain ``(image, target)`` tuples. Each network normalizes
@@ -129,14 +131,17 @@ class StudentModule(L.LightningModule):
         self.normalize_inputs = normalize_inputs
         mean, std, size = resolve_normalization(self.student_spec, self.student)
         self.student_input = InputAdapter(mean, std, size, normalize=normalize_inputs)
-        # Constructor arguments are saved as plain data so checkpoints load with weights_only=True.
-        self.save_hyperparameters(ignore=["student", "teacher", "optimizer", "lr_scheduler"], logger=False,
-                                  frame=_outermost_init_frame(self))
+        # Constructor arguments are saved as plain data so checkpoints load with weights_only=True:
+        # networks (specs, modules, lists of them) are recorded separately by _record_network.
+        frame = _outermost_init_frame(self)
+        self.save_hyperparameters(ignore=["student", "teacher", "optimizer", "lr_scheduler", *_network_args(frame)],
+                                  logger=False, frame=frame)
         self._record_network("student", student)
         self._metrics_ready = False
 
     # ------------------------------------------------------------------ bookkeeping
     def _record_network(self, key: str, network: ModelSpec | nn.Module | dict) -> None:
+        """Store how a network was specified in the hyperparameters (specs as plain dicts)."""
         if isinstance(network, ModelSpec):
             self.hparams[key] = asdict(network)
         elif isinstance(network, dict):
@@ -331,28 +336,46 @@ class DistillationModule(StudentModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(student, **kwargs)
-        self.teacher, self.teacher_spec = _build(teacher, self.num_classes)
-        mean, std, size = resolve_normalization(self.teacher_spec, self.teacher)
-        self.teacher_input = InputAdapter(mean, std, size, normalize=self.normalize_inputs)
-        self.teacher.requires_grad_(False)
-        self.teacher.eval()
+        self._frozen_names: list[str] = []
+        self.teacher, self.teacher_spec = self.add_frozen_network("teacher", teacher)
         self.store_teacher = store_teacher
         self.check_teacher = check_teacher
         self._teacher_checked = False
-        self._record_network("teacher", teacher)
 
-    # ------------------------------------------------------------------ the frozen teacher
+    # ------------------------------------------------------------------ the frozen networks
+    def add_frozen_network(self, name: str, network: ModelSpec | nn.Module) -> tuple[nn.Module, ModelSpec | None]:
+        """Build ``network`` as a frozen attribute ``self.<name>`` with its own ``self.<name>_input`` adapter.
+
+        Frozen means: no gradients, eval mode for good, outside the optimizer, stripped from
+        checkpoints unless ``store_teacher``. The teacher is registered this way; so are extra
+        frozen networks such as DGKD's assistants.
+        """
+        module, spec = _build(network, self.num_classes)
+        mean, std, size = resolve_normalization(spec, module)
+        module.requires_grad_(False)
+        module.eval()
+        setattr(self, name, module)
+        setattr(self, f"{name}_input", InputAdapter(mean, std, size, normalize=self.normalize_inputs))
+        self._frozen_names.append(name)
+        self._record_network(name, network)
+        return module, spec
+
+    def frozen_networks(self) -> dict[str, nn.Module]:
+        """Every frozen network by attribute name, the teacher first."""
+        return {name: getattr(self, name) for name in self._frozen_names}
+
     def train(self, mode: bool = True) -> DistillationModule:
-        """Lightning calls ``.train()`` on the whole module; the teacher stays in eval mode."""
+        """Lightning calls ``.train()`` on the whole module; the frozen networks stay in eval mode."""
         super().train(mode)
-        self.teacher.eval()
+        for network in self.frozen_networks().values():
+            network.eval()
         return self
 
     def _input_adapters(self) -> list[InputAdapter]:
-        return [self.student_input, self.teacher_input]
+        return [self.student_input, *(getattr(self, f"{name}_input") for name in self._frozen_names)]
 
     def _probe_networks(self) -> dict[str, nn.Module]:
-        return {"student": self.student, "teacher": self.teacher}
+        return {"student": self.student, **self.frozen_networks()}
 
     def _setup_metrics(self, num_classes: int) -> None:
         from torchmetrics.classification import MulticlassAccuracy
@@ -368,8 +391,12 @@ class DistillationModule(StudentModule):
 
     def teacher_logits(self, teacher_image: Tensor) -> Tensor:
         """The teacher's logits for pixels in [0, 1], without autograd."""
+        return self.frozen_logits("teacher", teacher_image)
+
+    def frozen_logits(self, name: str, teacher_image: Tensor) -> Tensor:
+        """The logits of the frozen network ``name`` for pixels in [0, 1], without autograd."""
         with self.no_teacher_grad():
-            return self.teacher(self.teacher_input(teacher_image))
+            return getattr(self, name)(getattr(self, f"{name}_input")(teacher_image))
 
     # ------------------------------------------------------------------ teacher sanity check
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
@@ -403,16 +430,18 @@ class DistillationModule(StudentModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if not self.store_teacher:
             state = checkpoint["state_dict"]
-            for key in [k for k in state if k.startswith("teacher.")]:
+            prefixes = tuple(f"{name}." for name in self._frozen_names)
+            for key in [k for k in state if k.startswith(prefixes)]:
                 del state[key]
         checkpoint["lit_kd"] = {"teacher_stored": self.store_teacher}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """A checkpoint without the teacher keeps the teacher built from its source."""
+        """A checkpoint without a frozen network keeps that network as built from its source."""
         state = checkpoint["state_dict"]
-        if not any(k.startswith("teacher.") for k in state):
-            for key, value in self.teacher.state_dict().items():
-                state[f"teacher.{key}"] = value
+        for name, network in self.frozen_networks().items():
+            if not any(k.startswith(f"{name}.") for k in state):
+                for key, value in network.state_dict().items():
+                    state[f"{name}.{key}"] = value
 
 
 def _accepts_named_parameters(factory: Any) -> bool:
@@ -420,6 +449,19 @@ def _accepts_named_parameters(factory: Any) -> bool:
     or a function) declares ``accepts_named_parameters = True``."""
     candidates = [factory, getattr(factory, "func", None), *getattr(factory, "args", ())]
     return any(getattr(c, "accepts_named_parameters", False) is True for c in candidates if c is not None)
+
+
+def _network_args(frame: Any) -> list[str]:
+    """Constructor arguments holding networks (specs, modules, or lists of them): not plain data."""
+    if frame is None:
+        return []
+
+    def is_network(value: Any) -> bool:
+        if isinstance(value, (list, tuple)):
+            return bool(value) and all(is_network(v) for v in value)
+        return isinstance(value, (ModelSpec, nn.Module))
+
+    return [name for name, value in frame.f_locals.items() if name != "self" and is_network(value)]
 
 
 def _outermost_init_frame(module: L.LightningModule):
