@@ -17,7 +17,7 @@ from lit_kd.metrics import retrieval_metrics
 from lit_kd.models import ModelSpec, create_model
 from lit_kd.pruning import l1_kept_filters, prune_output_filters
 from lit_kd.taps import TapError
-from tests.helpers import digits, snapshot, tiny_trainer
+from tests.helpers import REPO, digits, snapshot, tiny_trainer
 
 STUDENT = ModelSpec("cnn32_small", num_classes=10)
 
@@ -245,3 +245,29 @@ def test_bad_input_errors():
         InDistill(STUDENT, teacher, teacher_layers=[0, 1, 5])
     with pytest.raises(ValueError, match="official_pruning needs plain stages"):  # residual stages
         InDistill(STUDENT, create_model("resnet20_a", num_classes=10), teacher_layers=[1, 2, 3], official_pruning=True)
+
+
+# ---------------------------------------------------------------------- auxiliary teacher
+def test_auxiliary_teacher_chain_config_runs(tmp_path):
+    """teacher -> cnn32 (PKT) -> cnn32_small (InDistill, the auxiliary pruned) from the shipped chain config."""
+    import yaml
+
+    from lit_kd.callbacks.chain import run_chain
+    from tests.test_cli import write_fake_cifar
+
+    config = yaml.safe_load((REPO / "configs/chains/indistill_cifar10_resnet56_a_cnn32_cnn32_small.yaml").read_text())
+    teacher = tmp_path / "teacher.pth"
+    torch.save(create_model("resnet56_a", num_classes=10).state_dict(), teacher)
+    config["teacher"]["checkpoint"] = str(teacher)
+    config["chain"]["root_dir"] = str(tmp_path / "chain")
+    config["data"]["init_args"].update(data_dir=str(write_fake_cifar(tmp_path / "data", 10)), batch_size=16)
+    config["trainer"].update(limit_train_batches=2, limit_val_batches=1, num_sanity_val_steps=0,
+                             enable_progress_bar=False, enable_model_summary=False)
+    for step in config["steps"]:
+        step["trainer"]["max_epochs"] = 1
+    records = run_chain(config)
+    assert [r.name for r in records] == ["auxiliary", "student"]
+    hparams = torch.load(records[1].checkpoint, weights_only=True)["hyper_parameters"]
+    assert hparams["teacher"]["name"] == "cnn32" and hparams["teacher"]["checkpoint"] == records[0].checkpoint
+    assert hparams["student_layers"] == [0, 1, 2] and hparams["teacher_layers"] == [0, 1, 2]
+    assert "retrieval/map_euclidean" in records[1].metrics
