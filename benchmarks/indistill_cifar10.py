@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--methods", nargs="+", default=["ce", "pkt", "indistill"])
+    parser.add_argument("--name", default="indistill_cifar10", help="results file name (benchmarks/results/<name>.md)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     query_subset = torch.randperm(10_000, generator=torch.Generator().manual_seed(args.seed))[:args.queries]
@@ -134,7 +135,7 @@ def main() -> None:
         lines += [f"InDistill schedule per epoch: {', '.join(schedule)}.", ""]
     lines += ["Wall-clock figures were taken on a 2-core machine shared with other jobs: compare rows only "
               "loosely."]
-    write_results("indistill_cifar10", {"args": vars(args), "rows": rows, "official": OFFICIAL}, "\n".join(lines))
+    write_results(args.name, {"args": vars(args), "rows": rows, "official": OFFICIAL}, "\n".join(lines))
 
 
 if __name__ == "__main__":
