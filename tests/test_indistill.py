@@ -220,7 +220,7 @@ def test_retrieval_callback_logs_map_during_fit(tmp_path):
     module = InDistill(STUDENT, trained_looking_teacher(), student_layers=[], teacher_layers=[])
     callback = RetrievalEvaluation(top_k=10)
     data = digits(image_size=32, batch_size=32)
-    trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=2, callbacks=[callback])
+    trainer = tiny_trainer(tmp_path, max_epochs=1, limit_train_batches=2, limit_val_batches=1, callbacks=[callback])
     trainer.fit(module, datamodule=data)
     logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("retrieval/")}
     assert set(logged) == {"retrieval/map_euclidean", "retrieval/map_cosine", "retrieval/precision@10_euclidean",
@@ -228,8 +228,8 @@ def test_retrieval_callback_logs_map_during_fit(tmp_path):
     assert all(0.0 < value <= 1.0 for value in logged.values())
     again = callback.evaluate(module, data)
     assert again["map_euclidean"] == pytest.approx(logged["retrieval/map_euclidean"], rel=1e-6)
-    database, _ = callback.embeddings(module, data, data.database_dataloader())
-    assert database.shape == (len(data._train), 64)  # the whole training split, fc1 width
+    database = data.database_dataloader()  # the whole training split, in order, without augmentation
+    assert len(database.dataset) == len(data._train) and database.sampler.__class__.__name__ == "SequentialSampler"
 
 
 # ---------------------------------------------------------------------- bad input
