@@ -38,6 +38,10 @@ _LAZY = {
     # issue 6: DistPro
     "DistPro": "lit_kd.methods.distpro",
     "DistillationProcess": "lit_kd.pathways",
+    # issue 7: InDistill, PKT, retrieval evaluation
+    "InDistill": "lit_kd.methods.indistill",
+    "RetrievalEvaluation": "lit_kd.callbacks.retrieval",
+    "retrieval_metrics": "lit_kd.metrics.retrieval",
 }
 
 __all__ = ["ModelSpec", "create_model", "load_weights", *_LAZY]

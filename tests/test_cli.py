@@ -16,9 +16,9 @@ import lit_kd  # noqa: F401
 from lit_kd.cli import main
 from tests.helpers import REPO, SHARED_DATA
 
-# Chain configs (configs/chains/) are for `lit-kd chain`, run by tests/test_chain.py; presets are overlays.
+# Chain configs (top-level `steps:`) run through `lit-kd chain` in their own tests; presets are overlays.
 CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml")
-                 if p.name != "wandb.yaml" and "chains" not in p.parts and p.parent.name != "presets")
+                 if p.name != "wandb.yaml" and p.parent.name != "presets" and "\nsteps:" not in p.read_text())
 PRESETS = sorted((REPO / "configs").rglob("presets/*.yaml"))
 TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
         "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
@@ -98,6 +98,11 @@ def config_overrides(config: Path, tmp_path: Path) -> list[str]:
         path = DistillationProcess(pathways=pathways, alpha=torch.zeros(1, len(pathways)), step_budget=1,
                                    num_taps=taps).save(tmp_path / "process.pt")
         extra += ["--model.init_args.process", str(path)]
+    student = re.search(r"student: \{name: ([\w.]+), num_classes: (\d+), checkpoint: [^,}\s]+", text)
+    if student:  # a multi-step pipeline: the student starts from an earlier step's run
+        path = tmp_path / "student.pth"
+        torch.save(timm.create_model(student.group(1), num_classes=int(student.group(2))).state_dict(), path)
+        extra += ["--model.init_args.student.checkpoint", str(path)]
     return extra
 
 

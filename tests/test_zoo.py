@@ -44,6 +44,8 @@ PARAMS: dict[str, tuple[int, int]] = {
     "mobilenetv2_cifar": (697_546, 812_836),
     "shufflenetv1_cifar": (862_768, 949_258),
     "shufflenetv2_cifar": (1_263_278, 1_355_528),
+    "cnn32": (57_994, 69_604),
+    "cnn32_small": (15_050, 20_900),
 }
 
 # name: (published size in millions, classes it was published for)
@@ -69,7 +71,9 @@ PUBLISHED: dict[str, tuple[float, int]] = {
 }
 
 # families whose every tap point ends in a ReLU: preact differs and relu(preact) == post
-RELU_TAPS = [n for n in ZOO_MODELS if n.startswith(("resnet", "vgg", "shufflenet"))]
+RELU_TAPS = [n for n in ZOO_MODELS if n.startswith(("resnet", "vgg", "shufflenet", "cnn32"))]
+# InDistill's Cnn32 family convolves without padding: its maps shrink faster than the reduction says
+UNPADDED_SIDES = {"cnn32": (15, 6, 2), "cnn32_small": (15, 6, 2)}
 TEACHERS = {
     20: "resnet20-12fca82f.th",
     32: "resnet32-d509ac18.th",
@@ -192,8 +196,9 @@ def test_forward_intermediates_hooks_and_preact(name, images):
         assert torch.equal(model.forward_head(final), logits)
         assert model.forward_head(final, pre_logits=True).shape == (2, model.num_features)
     assert len(post) == len(pre) == len(info)
-    for feature, preact, entry in zip(post, pre, info):
-        assert feature.shape == (2, entry["num_chs"], 32 // entry["reduction"], 32 // entry["reduction"])
+    sides = UNPADDED_SIDES.get(name, [32 // entry["reduction"] for entry in info])
+    for feature, preact, entry, side in zip(post, pre, info, sides):
+        assert feature.shape == (2, entry["num_chs"], side, side)
         assert preact.shape == feature.shape
         assert torch.equal(captured[entry["module"]], feature)  # hooks see the post-activation taps
         if name in RELU_TAPS:  # every tap ends in a ReLU: preact is its input

@@ -338,6 +338,7 @@ class KDDataModule(L.LightningDataModule):
         self._val: Dataset | None = None
         self._test: Dataset | None = None
         self._meta: Dataset | None = None
+        self._train_eval: Dataset | None = None  # streamed folders: the training split without augmentation
         # Training randomness (shuffle order, augmentation) derives from one data seed plus
         # the epoch / number of training batches, both restored from checkpoints.
         self._data_seed: int | None = None
@@ -483,6 +484,7 @@ class KDDataModule(L.LightningDataModule):
             train_idx, val_idx = split_indices(len(layout.train), self.val_split, self.split_seed)
         train_idx, meta_idx = self._split_meta(train_idx)
         self._train = self._streaming_split(layout.train, train_idx, train=True)
+        self._train_eval = self._streaming_split(layout.train, train_idx, train=False)
         self._meta = None if meta_idx is None else self._streaming_split(layout.train, meta_idx, train=True)
         if held_out is not None:
             self._val = self._streaming_split(held_out, None, train=False)
@@ -559,6 +561,11 @@ class KDDataModule(L.LightningDataModule):
             return train
         self._meta_sampler = EpochShuffleSampler(self._meta, seed=_mix_seed(self.data_seed, 1))
         return {"train": train, "meta_val": self._loader(self._meta, train=True, sampler=self._meta_sampler)}
+
+    def database_dataloader(self) -> DataLoader:
+        """The training split (without the held-out part) in order, as evaluation views (no
+        augmentation): the database of retrieval evaluation (:class:`lit_kd.callbacks.RetrievalEvaluation`)."""
+        return self._loader(self._train_eval if self._streamed else self._train, train=False)
 
     @property
     def val_split_names(self) -> list[str]:

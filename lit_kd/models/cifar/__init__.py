@@ -11,6 +11,7 @@ works. One module per family:
 * :mod:`.vgg` -- ``vgg8_cifar``, ``vgg11_cifar``, ``vgg13_cifar``, ``vgg16_cifar``, ``vgg19_cifar``
 * :mod:`.mobilenetv2` -- ``mobilenetv2_cifar``
 * :mod:`.shufflenet` -- ``shufflenetv1_cifar``, ``shufflenetv2_cifar``
+* :mod:`.cnn32` -- ``cnn32``, ``cnn32_small`` (InDistill's auxiliary and student, unpadded convs)
 
 Every model has timm's classifier interface plus ``forward_intermediates(..., preact=True)``
 for pre-activation features; see :class:`lit_kd.models.cifar._base.CifarNet` and
@@ -21,8 +22,9 @@ from __future__ import annotations
 
 import timm
 
-from lit_kd.models.cifar import mobilenetv2, resnet, resnet_a, shufflenet, vgg, wrn  # noqa: F401  (registers)
+from lit_kd.models.cifar import cnn32, mobilenetv2, resnet, resnet_a, shufflenet, vgg, wrn  # noqa: F401  (registers)
 from lit_kd.models.cifar._base import CifarNet
+from lit_kd.models.cifar.cnn32 import Cnn32
 from lit_kd.models.cifar.mobilenetv2 import MobileNetV2Cifar
 from lit_kd.models.cifar.resnet import CifarResNet
 from lit_kd.models.cifar.shufflenet import ShuffleNetV1Cifar, ShuffleNetV2Cifar
@@ -32,6 +34,7 @@ from lit_kd.models.cifar.wrn import WideResNet
 __all__ = [
     "ZOO_MODELS",
     "CifarNet",
+    "Cnn32",
     "CifarResNet",
     "CifarVGG",
     "MobileNetV2Cifar",

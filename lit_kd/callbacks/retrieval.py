@@ -1,0 +1,116 @@
+"""Retrieval evaluation (mAP, precision@100) of the student's embedding as a validation/test metric."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from lit_kd.metrics.retrieval import Distance, retrieval_metrics
+from lit_kd.taps import FeatureTap
+
+
+class RetrievalEvaluation(L.Callback):
+    """Log retrieval mAP and precision@k of the student's embeddings, InDistill's evaluation protocol.
+
+    Database: the training split in order, without augmentation (``datamodule.database_dataloader()``
+    of :class:`~lit_kd.data.KDDataModule`); queries: the test split. A database image is relevant to
+    a query when it has the same label. Metrics (see :func:`lit_kd.metrics.retrieval_metrics`) are
+    logged as ``retrieval/map_<distance>`` and ``retrieval/precision@<k>_<distance>`` (fractions),
+    after validation every ``every_n_epochs`` epochs (and at the last epoch) and after ``test``.
+
+    Embeddings are kept on the module's device (``N x D`` floats: 1.28M x 512 is 2.6 GB for
+    ImageNet; use a smaller ``embedding_layer`` or evaluate on a subset if that is too much); the
+    ranking is chunked over the queries (``max_elements``).
+
+    Args:
+        distances: ``"euclidean"`` and/or ``"cosine"``.
+        top_k: the ``k`` of precision@k.
+        embedding_layer: ``"pre_logits"`` (the input of the classifier:
+            ``forward_head(forward_features(x), pre_logits=True)``), or a stage index / module name
+            of the student read with :class:`~lit_kd.taps.FeatureTap` and flattened.
+        every_n_epochs: evaluate after validation every this many epochs (0: only after ``test``).
+        max_elements: chunk budget of the ranking (``queries_per_chunk x database`` entries).
+    """
+
+    def __init__(
+        self,
+        distances: Sequence[Distance] = ("euclidean", "cosine"),
+        top_k: int = 100,
+        embedding_layer: int | str = "pre_logits",
+        every_n_epochs: int = 1,
+        max_elements: int = 2**23,
+    ) -> None:
+        bad = [d for d in distances if d not in ("euclidean", "cosine")]
+        if bad or not distances:
+            raise ValueError(f"distances must be a non-empty list of 'euclidean'/'cosine', got {list(distances)}")
+        if top_k < 1 or every_n_epochs < 0:
+            raise ValueError("top_k must be >= 1 and every_n_epochs >= 0")
+        self.distances = list(distances)
+        self.top_k = top_k
+        self.embedding_layer = embedding_layer
+        self.every_n_epochs = every_n_epochs
+        self.max_elements = max_elements
+        self._tap: FeatureTap | None = None
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit" or self.every_n_epochs == 0:
+            return
+        last = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
+        if (trainer.current_epoch + 1) % self.every_n_epochs and not last:
+            return
+        self._log(pl_module, self.evaluate(pl_module, trainer.datamodule))
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._log(pl_module, self.evaluate(pl_module, trainer.datamodule))
+
+    def _log(self, pl_module: L.LightningModule, scores: dict[str, float]) -> None:
+        for name, value in scores.items():
+            pl_module.log(f"retrieval/{name}", value, sync_dist=False)
+
+    # ------------------------------------------------------------------ evaluation
+    def embed(self, pl_module: L.LightningModule, images: Tensor) -> Tensor:
+        """The student's embedding of pixels in [0, 1]."""
+        network = pl_module.student
+        x = pl_module.student_input(images)
+        if self.embedding_layer == "pre_logits":
+            return network.forward_head(network.forward_features(x), pre_logits=True).flatten(1)
+        if self._tap is None or self._tap.model is not network:
+            self._tap = FeatureTap(network, [self.embedding_layer])
+        _, (feature,) = self._tap(x)
+        return feature.flatten(1)
+
+    @torch.no_grad()
+    def embeddings(self, pl_module: L.LightningModule, datamodule: Any, loader: Any) -> tuple[Tensor, Tensor]:
+        """Embeddings and labels of every batch of ``loader`` (evaluation views), on the module's device."""
+        was_training = pl_module.training
+        pl_module.eval()
+        vectors, labels = [], []
+        try:
+            for batch in loader:
+                batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
+                batch = datamodule.transform_batch(batch, train=False)
+                vectors.append(self.embed(pl_module, batch["image"]).float())
+                labels.append(batch["target"])
+        finally:
+            pl_module.train(was_training)
+        return torch.cat(vectors), torch.cat(labels)
+
+    def evaluate(self, pl_module: L.LightningModule, datamodule: Any) -> dict[str, float]:
+        """``{"map_<distance>": ..., "precision@<k>_<distance>": ...}`` for the module's student."""
+        if not hasattr(datamodule, "database_dataloader"):
+            raise TypeError(
+                f"RetrievalEvaluation needs a data module with database_dataloader() (lit_kd.data.KDDataModule); "
+                f"got {type(datamodule).__name__}."
+            )
+        database, database_labels = self.embeddings(pl_module, datamodule, datamodule.database_dataloader())
+        queries, query_labels = self.embeddings(pl_module, datamodule, datamodule.test_dataloader())
+        scores: dict[str, float] = {}
+        for distance in self.distances:
+            result = retrieval_metrics(queries, query_labels, database, database_labels, distance, self.top_k,
+                                       self.max_elements)
+            scores.update({f"{name}_{distance}": value for name, value in result.items()})
+        return scores

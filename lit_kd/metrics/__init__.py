@@ -1,0 +1,5 @@
+"""Evaluation metrics beyond classification accuracy."""
+
+from lit_kd.metrics.retrieval import retrieval_metrics
+
+__all__ = ["retrieval_metrics"]
