@@ -8,17 +8,19 @@ from typing import Any
 from torch import Tensor, nn
 
 from lit_kd.losses import dense_guidance_loss, drop_guides
-from lit_kd.methods.base import Batch, DistillationModule, _split_batch, network_record
+from lit_kd.methods.base import Batch, _split_batch, network_record
+from lit_kd.methods.kd import KD
 from lit_kd.models import ModelSpec
 
 
-class DGKD(DistillationModule):
+class DGKD(KD):
     """Son, Na, Choi & Hwang, "Densely Guided Knowledge Distillation using Multiple Teacher
     Assistants" (ICCV 2021).
 
     ``loss = ce_weight * CE(z_s, y) + kd_weight * Σ_{k ∈ kept} T² · KL(softmax(z_k/T) || softmax(z_s/T))``
 
-    over the guides k = teacher, assistant 1, ..., assistant n. Stochastic DGKD removes
+    over the guides k = teacher, assistant 1, ..., assistant n: :class:`~lit_kd.methods.KD` with more
+    than one guide (without assistants it is KD). Stochastic DGKD removes
     ``drop_num`` guides at random every training step (the paper's default is 1); dropped guides
     are not run at all. Every guide is a frozen network of the base class.
 
@@ -46,18 +48,14 @@ class DGKD(DistillationModule):
         drop_num: int = 0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(student, teacher, **kwargs)
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        super().__init__(student, teacher, temperature=temperature, ce_weight=ce_weight, kd_weight=kd_weight,
+                         **kwargs)
         self.assistant_names: list[str] = []
         for index, assistant in enumerate(assistants):
             self.add_frozen_network(f"assistant_{index}", assistant, record=False)
             self.assistant_names.append(f"assistant_{index}")
         self.hparams["assistants"] = [network_record(a) for a in assistants]  # reloads as the same argument
         drop_guides(1 + len(self.assistant_names), drop_num)  # validates drop_num against the guide count
-        self.temperature = temperature
-        self.ce_weight = ce_weight
-        self.kd_weight = kd_weight
         self.drop_num = drop_num
         self.last_kept: list[str] = []
 
@@ -71,7 +69,4 @@ class DGKD(DistillationModule):
         self.last_kept = [names[i] for i in drop_guides(len(names), self.drop_num)]
         guide_logits = [self.frozen_logits(name, teacher_image) for name in self.last_kept]
         logits = self(image)
-        ce = self.cross_entropy(logits, target)
-        kd = dense_guidance_loss(logits, guide_logits, self.temperature)
-        loss = self.ce_weight * ce + self.kd_weight * kd
-        return logits, {"loss": loss, "ce": ce.detach(), "kd": kd.detach()}
+        return logits, self.weighted_losses(logits, target, dense_guidance_loss(logits, guide_logits, self.temperature))

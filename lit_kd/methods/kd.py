@@ -45,7 +45,9 @@ class KD(DistillationModule):
         image, teacher_image, target = _split_batch(batch)
         teacher_logits = self.teacher_logits(teacher_image)
         logits = self(image)
+        return logits, self.weighted_losses(logits, target, kd_loss(logits, teacher_logits, self.temperature))
+
+    def weighted_losses(self, logits: Tensor, target: Tensor, kd: Tensor) -> dict[str, Tensor]:
+        """``ce_weight * CE + kd_weight * kd``, with both terms for logging."""
         ce = self.cross_entropy(logits, target)
-        kd = kd_loss(logits, teacher_logits, self.temperature)
-        loss = self.ce_weight * ce + self.kd_weight * kd
-        return logits, {"loss": loss, "ce": ce.detach(), "kd": kd.detach()}
+        return {"loss": self.ce_weight * ce + self.kd_weight * kd, "ce": ce.detach(), "kd": kd.detach()}
