@@ -135,10 +135,9 @@ class ResumableDataLoader(DataLoader):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._pending_skip = 0
+        self._skip = 0  # batches the next iteration skips (set by a mid-epoch resume); read by _index_sampler
         super().__init__(*args, **kwargs)
         self._yielded = 0
-        self._skip: int | None = None  # batches to skip on the next iteration (after a mid-epoch resume)
 
     def _epoch(self) -> int | None:
         epoch = getattr(self.sampler, "epoch", None)
@@ -147,14 +146,12 @@ class ResumableDataLoader(DataLoader):
     @property
     def _index_sampler(self):  # type: ignore[override]
         sampler = super()._index_sampler
-        skip = self._pending_skip
-        return sampler if not skip else _SkipFirst(sampler, skip)
+        return _SkipFirst(sampler, self._skip) if self._skip else sampler
 
     def __iter__(self):  # type: ignore[override]
-        self._pending_skip, self._skip = self._skip or 0, None
-        self._yielded = self._pending_skip
-        iterator = super().__iter__()
-        self._pending_skip = 0
+        self._yielded = self._skip
+        iterator = super().__iter__()  # takes its index iterator from _index_sampler now
+        self._skip = 0
         return self._count(iterator)
 
     def _count(self, iterator):
