@@ -432,11 +432,7 @@ class KDDataModule(L.LightningDataModule):
                        test_targets: Tensor, val_images: Tensor | None = None,
                        val_targets: Tensor | None = None) -> None:
         index = self.return_index
-        if val_images is not None:  # a separate validation folder: all of train/ is trained on
-            train_idx, val_idx = torch.arange(len(train_targets)), None
-        else:
-            train_idx, val_idx = split_indices(len(train_targets), self.val_split, self.split_seed)
-        train_idx, meta_idx = self._split_meta(train_idx)
+        train_idx, val_idx, meta_idx = self._split_training(len(train_targets), separate_val=val_images is not None)
         self._train = InMemoryImageDataset(train_images, train_targets, train_idx, return_index=index)
         self._meta = (None if meta_idx is None
                       else InMemoryImageDataset(train_images, train_targets, meta_idx, return_index=index))
@@ -475,11 +471,7 @@ class KDDataModule(L.LightningDataModule):
                            val_targets=held_out.targets)
             self._set_in_memory(train_images, layout.train.targets, test_images, layout.eval.targets, **val)
             return
-        if held_out is not None:
-            train_idx, val_idx = torch.arange(len(layout.train)), None
-        else:
-            train_idx, val_idx = split_indices(len(layout.train), self.val_split, self.split_seed)
-        train_idx, meta_idx = self._split_meta(train_idx)
+        train_idx, val_idx, meta_idx = self._split_training(len(layout.train), separate_val=held_out is not None)
         self._train = self._streaming_split(layout.train, train_idx, train=True)
         self._train_eval = self._streaming_split(layout.train, train_idx, train=False)
         self._meta = None if meta_idx is None else self._streaming_split(layout.train, meta_idx, train=True)
@@ -489,6 +481,16 @@ class KDDataModule(L.LightningDataModule):
             self._val = None if val_idx is None else self._streaming_split(layout.train, val_idx, train=False)
         self._test = self._streaming_split(layout.eval, None, train=False)
         self._streamed = True
+
+    def _split_training(self, n: int, separate_val: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """Indices of the training set's training, held-out (``val_split``; none when the data has its
+        own validation split) and meta-validation (``meta_split``) parts."""
+        if separate_val:  # a separate validation folder: all of train/ is trained on
+            train_idx, val_idx = torch.arange(n), None
+        else:
+            train_idx, val_idx = split_indices(n, self.val_split, self.split_seed)
+        train_idx, meta_idx = self._split_meta(train_idx)
+        return train_idx, val_idx, meta_idx
 
     def _split_meta(self, train_idx: Tensor) -> tuple[Tensor, Tensor | None]:
         """Carve the meta-validation part out of the training indices (``meta_split``)."""
