@@ -456,6 +456,47 @@ def test_folder_with_train_val_and_test(tmp_path, in_memory):
         KDDataModule("folder", data_dir=str(mismatch)).classes
 
 
+def test_eval_crop_fraction_sets_the_centre_crop_in_memory_and_streamed(tmp_path):
+    """ImageNet-style eval keeps the centre ``eval_crop_fraction`` (big_vision's Flowers/Pets: 128 of 160)."""
+    import numpy as np
+
+    ramp = np.zeros((40, 40, 3), dtype=np.uint8)
+    ramp[..., 0] = (np.arange(40) * 6)[None, :]  # red encodes the column
+    for cls in ("a", "b"):
+        for split in ("train", "val"):
+            (tmp_path / "ramp" / split / cls).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(ramp).save(tmp_path / "ramp" / split / cls / "0.png")
+    left_edge = {}
+    for fraction in (1.0, 0.875, 0.8):
+        views = []
+        for in_memory in (True, False):
+            dm = KDDataModule("folder", data_dir=str(tmp_path / "ramp"), image_size=16, eval_crop_fraction=fraction,
+                              in_memory=in_memory, num_workers=0, batch_size=2, val_split=0.0)
+            dm.setup()
+            assert dm.decode_size == round(16 / fraction)
+            views.append(dm.transform_batch(next(iter(dm.test_dataloader())), train=False)["image"])
+        assert views[0].shape == (2, 3, 16, 16)
+        assert torch.allclose(views[0], views[1], atol=2 / 255)  # both paths crop the same centre
+        left_edge[fraction] = float(views[0][:, 0, :, 0].mean()) * 255 / 6  # source column seen at the left edge
+        right_edge = float(views[0][:, 0, :, -1].mean()) * 255 / 6
+        assert abs((left_edge[fraction] + right_edge) / 2 - 19.5) < 0.6  # centred
+    # resize 40 -> 16/f, crop 16: the left output column samples around source column 40 * (1 - f) / 2 + 40 f / 32
+    for fraction, column in left_edge.items():
+        assert abs(column - (20 * (1 - fraction) + 1.25 * fraction - 0.5)) < 0.8, (fraction, column)
+    assert left_edge[1.0] < left_edge[0.875] < left_edge[0.8]
+    # the fixed-teacher cache key changes with the crop: a cache made for one crop is never served to another
+    prints = []
+    for fraction in (0.875, 0.8):
+        dm = KDDataModule("folder", data_dir=str(tmp_path / "ramp"), image_size=16, eval_crop_fraction=fraction)
+        dm.setup()
+        prints.append(dm.fingerprint())
+    assert prints[0] != prints[1] and prints[1]["eval_view"]["crop_fraction"] == 0.8
+    with pytest.raises(ValueError, match="eval_crop_fraction"):
+        KDDataModule("folder", data_dir=str(tmp_path / "ramp"), eval_crop_fraction=0.0)
+    with pytest.raises(ValueError, match="eval_crop_fraction"):
+        KDDataModule("folder", data_dir=str(tmp_path / "ramp"), eval_crop_fraction=1.2)
+
+
 def test_folder_bad_inputs(tmp_path):
     with pytest.raises(ValueError, match="data_dir"):
         KDDataModule("folder")

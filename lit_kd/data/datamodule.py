@@ -41,7 +41,7 @@ Recipe = Literal["auto", "cifar", "imagenet", "none"]
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 _STATIC_NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
-#: Eval crop fraction of the ImageNet recipe: resize to round(S / 0.875), centre-crop S.
+#: Default eval crop fraction of the ImageNet recipe: resize to round(S / 0.875), centre-crop S.
 CROP_FRACTION = 0.875
 
 
@@ -244,10 +244,15 @@ class KDDataModule(L.LightningDataModule):
         recipe: training augmentation. ``"cifar"``: random crop with 4 px zero
             padding + horizontal flip; ``"imagenet"``: RandomResizedCrop
             (scale 0.08–1, ratio 3/4–4/3) + flip, evaluated with resize to
-            ``round(S / 0.875)`` + centre crop; ``"none"``: no augmentation;
+            ``round(S / eval_crop_fraction)`` + centre crop; ``"none"``: no augmentation;
             ``"auto"``: cifar for CIFAR and digits, imagenet for folders.
         image_size: output side length ``S`` for training and evaluation
             (default 32 for CIFAR and digits, 224 for folders).
+        eval_crop_fraction: ImageNet-style evaluation keeps the centre
+            ``eval_crop_fraction`` of the image: resize the shorter side to
+            ``round(S / eval_crop_fraction)``, centre-crop ``S``. ``0.875`` is the
+            torchvision/timm ImageNet default (224 from 256); big_vision's
+            Flowers/Pets distillation evaluates 128 from 160, i.e. ``0.8``.
         in_memory: decode the whole data set into memory once (``None``: always
             for CIFAR/digits; for folders when ``N·3·s·s`` bytes at the stored
             side ``s`` is below ``in_memory_limit_gb``). Otherwise folders are
@@ -282,6 +287,7 @@ class KDDataModule(L.LightningDataModule):
         augmentation: Augmentation = "consistent",
         recipe: Recipe = "auto",
         image_size: int | None = None,
+        eval_crop_fraction: float = CROP_FRACTION,
         in_memory: bool | None = None,
         in_memory_limit_gb: float = 4.0,
         num_workers: int = 4,
@@ -306,6 +312,9 @@ class KDDataModule(L.LightningDataModule):
             raise ValueError("batch sizes must be positive")
         if image_size is not None and image_size < 1:
             raise ValueError(f"image_size must be positive, got {image_size}")
+        if not 0.0 < eval_crop_fraction <= 1.0:
+            raise ValueError(f"eval_crop_fraction must be in (0, 1], got {eval_crop_fraction} "
+                             "(0.875: resize 256 + centre crop 224; 1.0: no crop)")
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         self.save_hyperparameters()
@@ -321,6 +330,7 @@ class KDDataModule(L.LightningDataModule):
         self.recipe: Literal["cifar", "imagenet", "none"] = (
             ("imagenet" if dataset == "folder" else "cifar") if recipe == "auto" else recipe)
         self._image_size = image_size or (224 if dataset == "folder" else 32)
+        self.eval_crop_fraction = eval_crop_fraction
         self.in_memory = in_memory
         self.in_memory_limit_gb = in_memory_limit_gb
         self.num_workers = num_workers
@@ -354,7 +364,7 @@ class KDDataModule(L.LightningDataModule):
     @property
     def eval_style(self) -> Literal["cifar", "imagenet"]:
         """How evaluation views are made: ``"cifar"`` (the whole image at ``S``) or
-        ``"imagenet"`` (resize to ``round(S / 0.875)`` + centre crop ``S``)."""
+        ``"imagenet"`` (resize to ``round(S / eval_crop_fraction)`` + centre crop ``S``)."""
         if self.recipe == "imagenet" or (self.recipe == "none" and self.dataset == "folder"):
             return "imagenet"
         return "cifar"
@@ -362,7 +372,7 @@ class KDDataModule(L.LightningDataModule):
     @property
     def decode_size(self) -> int:
         """Shorter side the ImageNet-style eval resizes to before its centre crop."""
-        return round(self._image_size / CROP_FRACTION)
+        return round(self._image_size / self.eval_crop_fraction)
 
     @property
     def classes(self) -> list[str]:
@@ -517,7 +527,7 @@ class KDDataModule(L.LightningDataModule):
             names = [names[i] for i in indices.tolist()]
             targets = targets[indices]
         size = self._image_size
-        eval_view = sources.sample_transform(f"eval_{self.eval_style}", size)
+        eval_view = sources.sample_transform(f"eval_{self.eval_style}", size, self.eval_crop_fraction)
         if not train or self.recipe == "none":
             views = [eval_view]
         else:
@@ -599,8 +609,8 @@ class KDDataModule(L.LightningDataModule):
         """Deterministic evaluation view of stored (in-memory) images as float ``[0, 1]`` at ``S``.
 
         ``"cifar"`` style: the whole image (resized if it is not ``S``);
-        ``"imagenet"`` style: the centre ``S / round(S / 0.875)`` fraction resized
-        to ``S`` (an exact slice when stored at ``round(S / 0.875)``).
+        ``"imagenet"`` style: the centre ``S / decode_size`` fraction resized to
+        ``S`` (an exact slice when stored at :attr:`decode_size`).
         """
         side = images.shape[-1]
         if self.eval_style == "imagenet":
@@ -689,7 +699,7 @@ class KDDataModule(L.LightningDataModule):
 
         Holds the data set's name, the split, the number of stored samples, a SHA-256 of all labels
         and of eight evenly spaced stored images (in-memory data) or of the file names (streamed
-        folders), and the evaluation view's style and size. Only the training split is supported.
+        folders), and the evaluation view's style, size and (ImageNet style) crop fraction. Only the training split is supported.
         """
         import hashlib
 
@@ -697,8 +707,10 @@ class KDDataModule(L.LightningDataModule):
             raise ValueError(f"only the 'train' split has a fingerprint, got {split!r}")
         if self._train is None:
             raise RuntimeError("KDDataModule.setup() has not run yet")
-        info: dict[str, Any] = {"dataset": self.dataset, "split": split,
-                                "eval_view": {"style": self.eval_style, "image_size": self._image_size}}
+        eval_view: dict[str, Any] = {"style": self.eval_style, "image_size": self._image_size}
+        if self.eval_style == "imagenet":  # the crop decides which pixels the fixed teacher saw
+            eval_view["crop_fraction"] = self.eval_crop_fraction
+        info: dict[str, Any] = {"dataset": self.dataset, "split": split, "eval_view": eval_view}
         if isinstance(self._train, InMemoryImageDataset):
             images, targets = self._train.images, self._train.targets
             positions = torch.linspace(0, len(images) - 1, steps=min(8, len(images))).round().long().unique()

@@ -671,13 +671,13 @@ def decode_images(
 
 
 def sample_transform(
-    kind: Literal["cifar", "imagenet", "eval_cifar", "eval_imagenet"], size: int
+    kind: Literal["cifar", "imagenet", "eval_cifar", "eval_imagenet"], size: int, crop_fraction: float = 0.875
 ) -> Callable[[Tensor], Tensor]:
     """Per-sample torchvision transform on a decoded ``uint8`` image, for streamed folders.
 
     * ``"imagenet"``: ``RandomResizedCrop(size)`` + horizontal flip;
     * ``"cifar"``: resize/centre-crop to ``size``, random crop with padding 4 + flip;
-    * ``"eval_imagenet"``: resize the shorter side to ``round(size / 0.875)`` + centre crop;
+    * ``"eval_imagenet"``: resize the shorter side to ``round(size / crop_fraction)`` + centre crop;
     * ``"eval_cifar"``: resize the shorter side to ``size`` + centre crop.
 
     All return ``uint8`` ``3×size×size``.
@@ -688,7 +688,7 @@ def sample_transform(
         "imagenet": [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()],
         "cifar": [v2.Resize(size, antialias=True), v2.CenterCrop(size), v2.RandomCrop(size, padding=4),
                   v2.RandomHorizontalFlip()],
-        "eval_imagenet": [v2.Resize(round(size / 0.875), antialias=True), v2.CenterCrop(size)],
+        "eval_imagenet": [v2.Resize(round(size / crop_fraction), antialias=True), v2.CenterCrop(size)],
         "eval_cifar": [v2.Resize(size, antialias=True), v2.CenterCrop(size)],
     }
     if kind not in steps:
