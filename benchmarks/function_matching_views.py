@@ -39,15 +39,15 @@ AUGMENTATION = {"fixed_teacher": "fixed_teacher", "independent": "independent", 
                 "function_matching": "consistent"}
 
 
-def make_optimizer(name: str):
+def make_optimizer(name: str, lr: float = 3e-3):
     """``adam``: the recipe's AdamW; ``shampoo``: blocked Shampoo with Adam-like (RMSprop) grafting, same decay."""
     if name == "adam":
-        return lambda params: DecoupledAdamW(params, lr=3e-3, weight_decay=3e-4)
+        return lambda params: DecoupledAdamW(params, lr=lr, weight_decay=3e-4)
     if name == "shampoo":
         from lit_kd.optim import Shampoo
 
         # inverse roots recomputed every 10 steps: these runs are only hundreds of steps long
-        return lambda params: Shampoo(params, lr=3e-3, weight_decay=3e-4, block_size=128,
+        return lambda params: Shampoo(params, lr=lr, weight_decay=3e-4, block_size=128,
                                       start_preconditioning_step=10, preconditioning_compute_steps=10)
     raise ValueError(f"unknown optimizer {name!r}")
 
@@ -74,14 +74,15 @@ def evaluate(module: FunctionMatching, data: KDDataModule) -> dict:
     return metrics
 
 
-def run(view: str, steps: int, seed: int, batch: int, optimizer: str = "adam", evals: int = 4) -> dict:
+def run(view: str, steps: int, seed: int, batch: int, optimizer: str = "adam", evals: int = 4,
+        lr: float = 3e-3) -> dict:
     L.seed_everything(seed)
     data = KDDataModule(dataset="cifar10", data_dir=str(cifar10_dir()), batch_size=batch, val_split=0.1,
                         augmentation=AUGMENTATION[view], monitor_test=False)
     module = FunctionMatching(
         STUDENT, TEACHER, temperature=1.0, view=view,
         mixup_alpha=1.0 if view == "function_matching" else None,
-        optimizer=make_optimizer(optimizer),
+        optimizer=make_optimizer(optimizer, lr),
         lr_scheduler=lambda opt: WarmupCosine(opt, warmup_steps=max(1, steps // 10), total_steps=steps),
         scheduler_interval="step",
     )
@@ -98,7 +99,7 @@ def run(view: str, steps: int, seed: int, batch: int, optimizer: str = "adam", e
         best_metrics = evaluate(module, data)
     else:  # the last check was the best
         best_metrics = metrics
-    row = {"view": view, "optimizer": optimizer, "steps": steps, "images": steps * batch, "seed": seed, "wall_s": wall,
+    row = {"view": view, "optimizer": optimizer, "lr": lr, "steps": steps, "images": steps * batch, "seed": seed, "wall_s": wall,
            **metrics, "best_step": best.best_step, **{f"best/{k}": v for k, v in best_metrics.items()}}
     print(json.dumps(row), flush=True)
     return row
