@@ -34,9 +34,11 @@ def machine() -> dict[str, object]:
     }
 
 
-def write_results(name: str, payload: dict, markdown: str) -> None:
+def write_results(name: str, payload: dict, markdown: str, measured_on: dict | None = None) -> None:
+    """Write ``results/<name>.json`` and ``.md``; ``measured_on``: the machine record of an earlier
+    measurement whose results are only being re-reported (default: this machine, now)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": machine(), **payload}
+    payload = {"machine": measured_on or machine(), **payload}
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2))
     m = payload["machine"]
     header = (f"_Measured {m['date']} on {m['device']} ({m['cores']} cores, {m['torch_threads']} torch threads), "
