@@ -15,6 +15,7 @@ spaced checks and the end of the run ("best-val": that student, evaluated on the
 Results are rewritten after every run; ``--report-only`` re-reports the saved rows.
 
 Run: python -m benchmarks.function_matching_views --budget 175 --patience 3 10
+     python -m benchmarks.function_matching_views --budget 175 --patience --seed 1 --name function_matching_views_seed1
 """
 
 from __future__ import annotations
@@ -136,23 +137,27 @@ def report(rows: list[dict], args: argparse.Namespace, measured_on: dict | None 
                      f"{pct(r, 'best/test/acc')} | {r.get('best_step', '—')} | {pct(r, 'test/agreement')} | "
                      f"{pct(r, 'best/test/agreement')} | "
                      f"{r['wall_s'] / 60:.1f} min |")
-    write_results("function_matching_views", {"budget_steps": args.budget, "batch": args.batch, "evals": args.evals,
+    write_results(args.name, {"budget_steps": args.budget, "batch": args.batch, "evals": args.evals, "seed": args.seed,
                                               "rows": rows}, "\n".join(lines), measured_on)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=int, default=175, help="steps of the 1x budget")
-    parser.add_argument("--patience", type=int, nargs="+", default=[3], help="longer budgets, as multiples")
+    parser.add_argument("--patience", type=int, nargs="*", default=[3, 10],
+                        help="longer budgets for consistent vs function matching, as multiples (none: views only)")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--evals", type=int, default=4, help="held-out checks per run (for best-val)")
+    parser.add_argument("--name", default="function_matching_views",
+                        help="results file name under benchmarks/results/ (e.g. one per seed)")
     parser.add_argument("--report-only", action="store_true",
-                        help="re-report results/function_matching_views.json without running anything")
+                        help="re-report results/<name>.json without running anything")
     args = parser.parse_args()
     if args.report_only:
-        saved = json.loads((RESULTS / "function_matching_views.json").read_text())
+        saved = json.loads((RESULTS / f"{args.name}.json").read_text())
         args.budget, args.batch, args.evals = saved["budget_steps"], saved["batch"], saved.get("evals", args.evals)
+        args.seed = saved.get("seed", saved["rows"][0]["seed"])
         report([include_last_in_best(r) for r in saved["rows"]], args, measured_on=saved["machine"])
         return
     rows: list[dict] = []
