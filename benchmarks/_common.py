@@ -16,6 +16,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def pct(value: float | None) -> str:
+    """A fraction as a percentage with two decimals; ``—`` when it was not measured."""
+    return "—" if value is None else f"{100 * value:.2f}"
+
+
 def machine() -> dict[str, object]:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,

@@ -32,7 +32,7 @@ import lit_kd  # noqa: F401
 from lit_kd.callbacks.chain import AssistantChain, ChainStep
 from lit_kd.data import KDDataModule
 from lit_kd.models import ModelSpec, create_model
-from benchmarks._common import SHARED_DATA, cifar10_dir, write_results
+from benchmarks._common import SHARED_DATA, cifar10_dir, pct, write_results
 
 TEACHER = ModelSpec("resnet56_a", num_classes=10, checkpoint=str(SHARED_DATA / "teachers" / "resnet56-4bfd9763.th"))
 STUDENT = ModelSpec("resnet8", num_classes=10)
@@ -90,10 +90,6 @@ def student_row(record, wall: float, total_wall: float) -> dict:
     summary = record.summary or {}
     return {"last": summary.get("last"), "best_val": summary.get("best_val"), "student_wall_s": wall,
             "total_wall_s": total_wall, "full_test_acc_last": full_test(record.last_checkpoint)}
-
-
-def pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.2f}"
 
 
 def main() -> None:

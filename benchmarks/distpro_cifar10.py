@@ -36,7 +36,7 @@ import lit_kd  # noqa: F401
 from lit_kd import KD, DistPro, FitNet, ModelSpec
 from lit_kd.callbacks import RunSummary
 from lit_kd.data import KDDataModule
-from benchmarks._common import SHARED_DATA, cifar10_dir, write_results
+from benchmarks._common import SHARED_DATA, cifar10_dir, pct, write_results
 
 TEACHER = ModelSpec("resnet56_a", num_classes=10, checkpoint=str(SHARED_DATA / "teachers" / "resnet56-4bfd9763.th"))
 STUDENT = ModelSpec("resnet20_a", num_classes=10)
@@ -99,10 +99,6 @@ def run(method: str, steps: int, evals: int, seed: int, out: Path, eval_batches:
         record["process_first_weights"] = dict(zip(process.pathway_names, process.weights()[0].tolist()))
     print(json.dumps({k: record[k] for k in ("method", "last", "best_val", "wall_s", "step_s")}), flush=True)
     return record
-
-
-def pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.2f}"
 
 
 def main() -> None:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from benchmarks._common import RESULTS, write_results
-from benchmarks.function_matching_views import pct, run
+from benchmarks._common import RESULTS, pct, write_results
+from benchmarks.function_matching_views import run
 
 
 def main() -> None:
@@ -52,8 +52,8 @@ def main() -> None:
     for r in rows + reference:
         ratio = f"{r['wall_s'] / adam[r['steps']]['wall_s']:.2f}" if r["steps"] in adam and "source" not in r else "—"
         note = " (from function_matching_views)" if "source" in r else ""
-        lines.append(f"| {r['optimizer']}{note} | {r.get('lr', 3e-3):g} | {r['steps'] // args.budget}× | {pct(r, 'test/acc')} | "
-                     f"{pct(r, 'val/acc')} | {pct(r, 'best/test/acc')} | {pct(r, 'test/agreement')} | {r['wall_s'] / 60:.1f} min | {ratio} |")
+        lines.append(f"| {r['optimizer']}{note} | {r.get('lr', 3e-3):g} | {r['steps'] // args.budget}× | {pct(r.get('test/acc'))} | "
+                     f"{pct(r.get('val/acc'))} | {pct(r.get('best/test/acc'))} | {pct(r.get('test/agreement'))} | {r['wall_s'] / 60:.1f} min | {ratio} |")
     write_results("function_matching_optimizers", {"budget_steps": args.budget, "batch": args.batch, "rows": rows,
                                                    "reference_rows": reference}, "\n".join(lines))
 

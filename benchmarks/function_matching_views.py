@@ -32,7 +32,7 @@ from lit_kd import ModelSpec
 from lit_kd.data import KDDataModule
 from lit_kd.methods import FunctionMatching
 from lit_kd.optim import DecoupledAdamW, WarmupCosine
-from benchmarks._common import RESULTS, SHARED_DATA, cifar10_dir, write_results
+from benchmarks._common import RESULTS, SHARED_DATA, cifar10_dir, pct, write_results
 
 TEACHER = ModelSpec("resnet56_a", num_classes=10, checkpoint=str(SHARED_DATA / "teachers" / "resnet56-4bfd9763.th"))
 STUDENT = ModelSpec("resnet20_a", num_classes=10)
@@ -117,10 +117,6 @@ def include_last_in_best(row: dict) -> dict:
     return row
 
 
-def pct(row: dict, key: str) -> str:
-    return f"{100 * row[key]:.2f}" if key in row else "—"
-
-
 def report(rows: list[dict], args: argparse.Namespace, measured_on: dict | None = None) -> None:
     lines = ["# Function matching on real CIFAR-10: teacher views and patience", "",
              f"resnet56_a (pretrained, 93.4%) → resnet20_a, `FunctionMatching` (T = 1, no labels), batch {args.batch}, "
@@ -133,9 +129,9 @@ def report(rows: list[dict], args: argparse.Namespace, measured_on: dict | None 
              "teacher agreement (test, last) | teacher agreement (test, best-val) | wall-clock |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['view']} | {r['steps'] // args.budget}× | {pct(r, 'test/acc')} | {pct(r, 'val/acc')} | "
-                     f"{pct(r, 'best/test/acc')} | {r.get('best_step', '—')} | {pct(r, 'test/agreement')} | "
-                     f"{pct(r, 'best/test/agreement')} | "
+        lines.append(f"| {r['view']} | {r['steps'] // args.budget}× | {pct(r.get('test/acc'))} | {pct(r.get('val/acc'))} | "
+                     f"{pct(r.get('best/test/acc'))} | {r.get('best_step', '—')} | {pct(r.get('test/agreement'))} | "
+                     f"{pct(r.get('best/test/agreement'))} | "
                      f"{r['wall_s'] / 60:.1f} min |")
     write_results(args.name, {"budget_steps": args.budget, "batch": args.batch, "evals": args.evals, "seed": args.seed,
                                               "rows": rows}, "\n".join(lines), measured_on)

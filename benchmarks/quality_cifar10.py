@@ -29,7 +29,7 @@ import lit_kd  # noqa: F401
 from lit_kd import KD, FitNet, ModelSpec, Supervised
 from lit_kd.callbacks import ImagesPerSecond, RunSummary
 from lit_kd.data import KDDataModule
-from benchmarks._common import RESULTS, SHARED_DATA, cifar10_dir, write_results
+from benchmarks._common import RESULTS, SHARED_DATA, cifar10_dir, pct, write_results
 
 TEACHER = ModelSpec("resnet56_a", num_classes=10, checkpoint=str(SHARED_DATA / "teachers" / "resnet56-4bfd9763.th"))
 STUDENT = ModelSpec("resnet20_a", num_classes=10)
@@ -70,10 +70,6 @@ def run(method: str, epochs: int, seed: int, out: Path, teacher: ModelSpec = TEA
                   best_ckpt=checkpoint.best_model_path)
     print(json.dumps({k: record[k] for k in ("tag", "last", "best_val", "wall_s")}), flush=True)
     return record
-
-
-def pct(value: float | None) -> str:
-    return "—" if value is None else f"{100 * value:.2f}"
 
 
 def main() -> None:
