@@ -95,14 +95,12 @@ def run(view: str, steps: int, seed: int, batch: int, optimizer: str = "adam", e
     trainer.fit(module, datamodule=data)
     wall = time.perf_counter() - start  # includes the held-out checks (5k images each)
     metrics = evaluate(module, data)
-    if best.state is not None and best.best_step != trainer.global_step:
+    row = {"view": view, "optimizer": optimizer, "lr": lr, "steps": steps, "images": steps * batch, "seed": seed,
+           "wall_s": wall, **metrics, "best_step": best.best_step}
+    if best.state is not None and best.best_acc > metrics["val/acc"]:  # evaluate an earlier student only if it won
         module.student.load_state_dict(best.state)
-        best_metrics = evaluate(module, data)
-    else:  # the last check was the best
-        best_metrics = metrics
-    row = {"view": view, "optimizer": optimizer, "lr": lr, "steps": steps, "images": steps * batch, "seed": seed, "wall_s": wall,
-           **metrics, "best_step": best.best_step, **{f"best/{k}": v for k, v in best_metrics.items()}}
-    row = include_last_in_best(row)
+        row.update({f"best/{k}": v for k, v in evaluate(module, data).items()})
+    row = include_last_in_best(row)  # otherwise the final student is the best-val one
     print(json.dumps(row), flush=True)
     return row
 
