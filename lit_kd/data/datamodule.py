@@ -41,8 +41,6 @@ Recipe = Literal["auto", "cifar", "imagenet", "none"]
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 _STATIC_NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100}
-#: Default eval crop fraction of the ImageNet recipe: resize to round(S / 0.875), centre-crop S.
-CROP_FRACTION = 0.875
 
 
 class InMemoryImageDataset(Dataset):
@@ -287,7 +285,7 @@ class KDDataModule(L.LightningDataModule):
         augmentation: Augmentation = "consistent",
         recipe: Recipe = "auto",
         image_size: int | None = None,
-        eval_crop_fraction: float = CROP_FRACTION,
+        eval_crop_fraction: float = sources.CROP_FRACTION,
         in_memory: bool | None = None,
         in_memory_limit_gb: float = 4.0,
         num_workers: int = 4,

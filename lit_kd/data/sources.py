@@ -670,8 +670,13 @@ def decode_images(
     return out
 
 
+#: Default eval crop fraction of the ImageNet recipe: resize to round(S / 0.875), centre-crop S.
+CROP_FRACTION = 0.875
+
+
 def sample_transform(
-    kind: Literal["cifar", "imagenet", "eval_cifar", "eval_imagenet"], size: int, crop_fraction: float = 0.875
+    kind: Literal["cifar", "imagenet", "eval_cifar", "eval_imagenet"], size: int,
+    crop_fraction: float = CROP_FRACTION,
 ) -> Callable[[Tensor], Tensor]:
     """Per-sample torchvision transform on a decoded ``uint8`` image, for streamed folders.
 
