@@ -62,3 +62,28 @@ def test_hint_loss_value_and_shape_check():
     assert hint_loss(s, t).item() == pytest.approx((1 + 4) / 2)
     with pytest.raises(ValueError, match="connector"):
         hint_loss(torch.zeros(1, 2, 4, 4), torch.zeros(1, 3, 4, 4))
+
+
+@pytest.mark.parametrize("loss", ["kd", "hint", "hcl", "pkt"])
+def test_losses_follow_one_precision_policy(loss):
+    """At least float32: half precision is promoted, float64 is never cast down."""
+    from lit_kd.losses import hcl_loss, loss_dtype, pkt_loss
+
+    torch.manual_seed(0)
+    call = {
+        "kd": lambda a, b: kd_loss(a.flatten(1), b.flatten(1), 2.0),
+        "hint": hint_loss,
+        "hcl": hcl_loss,
+        "pkt": pkt_loss,
+    }[loss]
+    student, teacher = torch.randn(3, 4, 8, 8, dtype=torch.float64), torch.randn(3, 4, 8, 8, dtype=torch.float64)
+    exact = call(student, teacher)
+    assert exact.dtype == torch.float64
+    for half in (torch.bfloat16, torch.float16):
+        value = call(student.to(half), teacher.to(half))
+        assert value.dtype == torch.float32 == loss_dtype(student.to(half))
+        # Promoted before computing: equal to the float32 loss on the rounded inputs.
+        assert value.item() == pytest.approx(call(student.to(half).float(), teacher.to(half).float()).item(), rel=1e-6)
+    # float64 keeps digits that a float32 computation loses.
+    assert abs(exact.item() - call(student.float(), teacher.float()).item()) < 1e-5
+    assert exact.item() != call(student.float(), teacher.float()).double().item()

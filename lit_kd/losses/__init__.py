@@ -1,8 +1,17 @@
-"""Distillation losses as small pure functions; each docstring gives its equation."""
+"""Distillation losses as small pure functions; each docstring gives its equation.
+
+Precision policy (one rule for every loss): a loss computes in at least float32. Inputs in
+bfloat16 or float16 (mixed precision) are promoted to float32; float64 inputs stay float64, so
+gradient checks and the golden tests against official implementations keep full precision. The
+rule is :func:`lit_kd.losses.precision.loss_dtype`; losses apply it with
+:func:`~lit_kd.losses.precision.promote` and return a scalar of that dtype.
+"""
 
 from lit_kd.losses.dense_guidance import dense_guidance_loss, drop_guides
 from lit_kd.losses.features import hcl_loss, hint_loss
 from lit_kd.losses.logits import kd_loss
+from lit_kd.losses.precision import loss_dtype, promote
 from lit_kd.losses.relational import pkt_loss
 
-__all__ = ["kd_loss", "hint_loss", "hcl_loss", "pkt_loss", "dense_guidance_loss", "drop_guides"]
+__all__ = ["kd_loss", "hint_loss", "hcl_loss", "pkt_loss", "dense_guidance_loss", "drop_guides", "loss_dtype",
+           "promote"]

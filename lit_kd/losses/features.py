@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from lit_kd.losses.precision import promote
 
 
 def hint_loss(student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
@@ -22,7 +23,7 @@ def hint_loss(student_feature: Tensor, teacher_feature: Tensor) -> Tensor:
             f"Hint loss needs equal shapes; got student {tuple(student_feature.shape)} and teacher "
             f"{tuple(teacher_feature.shape)}. The connector must map the student feature to the teacher's shape."
         )
-    return F.mse_loss(student_feature.float(), teacher_feature.float())
+    return F.mse_loss(*promote(student_feature, teacher_feature))
 
 
 def hcl_loss(student_feature: Tensor, teacher_feature: Tensor, levels: tuple[int, ...] = (4, 2, 1)) -> Tensor:
@@ -37,15 +38,14 @@ def hcl_loss(student_feature: Tensor, teacher_feature: Tensor, levels: tuple[int
     where :math:`P_l` is adaptive average pooling to :math:`l \times l`, the sum runs over the
     ``levels`` smaller than the feature's height (in order, :math:`k = 1, 2, \dots`), so an 8×8 map
     is compared at full size and at 4×4, 2×2, 1×1 with weights 1, ½, ¼, ⅛. Each MSE averages over
-    all elements. Computed in float32 (or float64 when given float64).
+    all elements.
     """
     if student_feature.shape != teacher_feature.shape:
         raise ValueError(
             f"HCL needs equal shapes; got student {tuple(student_feature.shape)} and teacher "
             f"{tuple(teacher_feature.shape)}. The pathway's transform must map the student feature to the teacher's shape."
         )
-    dtype = torch.promote_types(student_feature.dtype, torch.float32)
-    student_feature, teacher_feature = student_feature.to(dtype), teacher_feature.to(dtype)
+    student_feature, teacher_feature = promote(student_feature, teacher_feature)
     total = F.mse_loss(student_feature, teacher_feature)
     weight, weight_sum = 1.0, 1.0
     for level in levels:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lit_kd.losses.precision import promote
+
 
 def _conditional(kernel: Tensor) -> Tensor:
     """Row-normalize a kernel matrix into conditional probabilities ``P_ij = K_ij / sum_j K_ij``."""
@@ -41,8 +43,7 @@ def pkt_loss(student_embedding: Tensor, teacher_embedding: Tensor, eps: float = 
         teacher_embedding: ``(B, D_t)`` teacher embeddings, same batch.
         eps: added to the probabilities inside the logarithms.
     """
-    student = student_embedding.float().flatten(1)
-    teacher = teacher_embedding.float().flatten(1)
+    student, teacher = (e.flatten(1) for e in promote(student_embedding, teacher_embedding))
     if student.shape[0] != teacher.shape[0]:
         raise ValueError(f"PKT needs the same batch for both networks; got {student.shape[0]} student and "
                          f"{teacher.shape[0]} teacher embeddings.")
