@@ -27,7 +27,7 @@ def pipeline_rate(dm: KDDataModule, batches: int) -> float:
         if i == 2:
             start, seen = time.perf_counter(), 0
         out = dm.transform_batch(batch, train=True)
-        seen += out["image"].shape[0]
+        seen += out.size
         if i == batches + 2:
             break
     return seen / (time.perf_counter() - start)

@@ -73,8 +73,8 @@ def run(method: str, args: argparse.Namespace, query_subset: torch.Tensor) -> di
     top1 = trainer.test(module, datamodule=data, verbose=False)[0]["test/acc"]
     start = time.perf_counter()
     evaluation = RetrievalEvaluation()
-    database, database_labels = evaluation.embeddings(module, data, data.database_dataloader())
-    queries, query_labels = evaluation.embeddings(module, data, data.test_dataloader())
+    database, database_labels = evaluation.embeddings(module, data.data_info(), data.database_dataloader())
+    queries, query_labels = evaluation.embeddings(module, data.data_info(), data.test_dataloader())
     queries, query_labels = queries[query_subset], query_labels[query_subset]
     row = {"method": method, "top1": 100 * top1, "train_s": train_s,
            "images_seen": args.epochs * args.batches * 128}

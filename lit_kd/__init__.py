@@ -17,29 +17,30 @@ from lit_kd.models import ModelSpec, create_model, load_weights
 __version__ = "0.1.0"
 
 _LAZY = {
+    # the contract between data and methods
+    "KDBatch": "lit_kd.contract",
+    "DataInfo": "lit_kd.contract",
+    # methods and their base classes
     "StudentModule": "lit_kd.methods.base",
     "DistillationModule": "lit_kd.methods.base",
     "Supervised": "lit_kd.methods.supervised",
     "KD": "lit_kd.methods.kd",
     "FitNet": "lit_kd.methods.fitnet",
     "FunctionMatching": "lit_kd.methods.function_matching",
-    "TeacherCache": "lit_kd.teacher_cache",
+    "TeacherCache": "lit_kd.methods.function_matching",
+    "DGKD": "lit_kd.methods.dgkd",
+    "AMDSearch": "lit_kd.methods.amd",
+    "NPSDSelector": "lit_kd.methods.amd",
+    "DistPro": "lit_kd.methods.distpro",
+    "DistillationProcess": "lit_kd.methods.distpro",
+    "InDistill": "lit_kd.methods.indistill",
+    # data, taps, chains, evaluation
     "KDDataModule": "lit_kd.data.datamodule",
     "FeatureTap": "lit_kd.taps",
-    # issue 5: multi-step distillation (assistant chain, DGKD)
+    "NestedCandidates": "lit_kd.pruning",
     "AssistantChain": "lit_kd.callbacks.chain",
     "ChainStep": "lit_kd.callbacks.chain",
     "run_chain": "lit_kd.callbacks.chain",
-    "DGKD": "lit_kd.methods.dgkd",
-    # issue 5: AMD teacher-assistant search
-    "AMDSearch": "lit_kd.methods.amd",
-    "NestedCandidates": "lit_kd.pruning",
-    "NPSDSelector": "lit_kd.assistant_selection",
-    # issue 6: DistPro
-    "DistPro": "lit_kd.methods.distpro",
-    "DistillationProcess": "lit_kd.pathways",
-    # issue 7: InDistill, PKT, retrieval evaluation
-    "InDistill": "lit_kd.methods.indistill",
     "RetrievalEvaluation": "lit_kd.callbacks.retrieval",
     "retrieval_metrics": "lit_kd.metrics.retrieval",
 }

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FeatureTap", "TapError", "feature_channels"]
+__all__ = ["FeatureTap", "TapError", "feature_channels", "feature_info", "stage_count"]
 
 Layer = int | str
 
@@ -48,7 +48,7 @@ class FeatureTap:
         self._captured: dict[str, Tensor] = {}
         self._armed = False
 
-        feature_info = _feature_info(model)
+        stages = feature_info(model)
         self._use_intermediates = (
             bool(self.layers)
             and all(isinstance(layer, int) for layer in self.layers)
@@ -63,7 +63,7 @@ class FeatureTap:
                     "or tap the normalization layer before the activation by module name."
                 )
         if self._use_intermediates:
-            n = len(feature_info)
+            n = len(stages)
             for layer in self.layers:
                 if not -n <= int(layer) < n:
                     raise TapError(
@@ -74,22 +74,22 @@ class FeatureTap:
             self._stages = sorted(set(self._requested))
             self._hook_names: list[str] = []
         else:
-            self._hook_names = [self._module_name(layer, feature_info) for layer in self.layers]
+            self._hook_names = [self._module_name(layer, stages) for layer in self.layers]
             modules = dict(model.named_modules())
             for name in self._hook_names:
                 modules[name].register_forward_hook(self._make_hook(name))
 
-    def _module_name(self, layer: Layer, feature_info: list[dict]) -> str:
+    def _module_name(self, layer: Layer, stages: list[dict]) -> str:
         if isinstance(layer, int):
-            if not feature_info:
+            if not stages:
                 raise TapError(
                     f"{type(self.model).__name__} has no feature_info, so stages cannot be tapped by index. "
                     "Name the layer instead, e.g. one of: " + ", ".join(_some_module_names(self.model))
                 )
-            n = len(feature_info)
+            n = len(stages)
             if not -n <= layer < n:
                 raise TapError(f"Feature layer {layer} does not exist: the model has {n} stages.")
-            return feature_info[layer]["module"]
+            return stages[layer]["module"]
         names = dict(self.model.named_modules())
         if layer not in names or layer == "":
             raise TapError(
@@ -134,13 +134,20 @@ def feature_channels(tap: FeatureTap, image_size: int = 32) -> list[tuple[int, .
     return [tuple(f.shape[1:]) for f in features]
 
 
-def _feature_info(model: nn.Module) -> list[dict]:
+def feature_info(model: nn.Module) -> list[dict]:
+    """The model's ``feature_info`` as a list of dicts (``module``, ``num_chs``, ``reduction``); empty
+    when it has none. Accepts timm's ``FeatureInfo`` objects and plain lists alike."""
     info = getattr(model, "feature_info", None)
     if info is None:
         return []
     if hasattr(info, "get_dicts"):  # timm FeatureInfo object
         return list(info.get_dicts())
     return list(info)
+
+
+def stage_count(model: nn.Module) -> int:
+    """How many stages a model offers for tapping by index (0 without ``feature_info``)."""
+    return len(feature_info(model))
 
 
 def _some_module_names(model: nn.Module, limit: int = 12) -> list[str]:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from lit_kd import ModelSpec
+from lit_kd.contract import KDBatch
 from lit_kd.losses import dense_guidance_loss, drop_guides, kd_loss
 from lit_kd.methods import DGKD
 from tests.helpers import digits, snapshot, tiny_trainer
@@ -58,8 +59,7 @@ def test_each_step_runs_and_sums_exactly_the_kept_guides():
     forwards: list[str] = []
     for name in module.guide_names():
         getattr(module, name).register_forward_hook(lambda *_, name=name: forwards.append(name))
-    batch = {"image": torch.rand(4, 3, 16, 16), "target": torch.randint(0, 10, (4,))}
-    batch["teacher_image"] = batch["image"]
+    batch = KDBatch(image=torch.rand(4, 3, 16, 16), target=torch.randint(0, 10, (4,)))
     seen = set()
     for _ in range(12):
         forwards.clear()

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lit_kd import KD, FitNet, ModelSpec, Supervised
+from lit_kd.contract import KDBatch
 from lit_kd.models import CheckpointError
 from tests.helpers import digits, snapshot, tiny_trainer
 
@@ -55,8 +56,7 @@ def test_gradients_reach_only_student_and_connector(method):
     teacher, student = ModelSpec("resnet14", num_classes=10), ModelSpec("resnet8", num_classes=10)
     module = KD(student, teacher) if method == "kd" else FitNet(student, teacher)
     module.train()
-    batch = {"image": torch.rand(4, 3, 16, 16), "target": torch.randint(0, 10, (4,))}
-    batch["teacher_image"] = batch["image"]
+    batch = KDBatch(image=torch.rand(4, 3, 16, 16), target=torch.randint(0, 10, (4,)))
     _, losses = module.training_losses(batch)
     losses["loss"].backward()
     assert all(p.grad is None for p in module.teacher.parameters())
@@ -74,7 +74,7 @@ def test_kd_loss_zero_when_student_is_teacher():
     module.student.load_state_dict(module.teacher.state_dict())
     module.eval()
     x = torch.rand(3, 3, 16, 16)
-    _, losses = module.training_losses({"image": x, "teacher_image": x, "target": torch.zeros(3, dtype=torch.long)})
+    _, losses = module.training_losses(KDBatch(image=x, target=torch.zeros(3, dtype=torch.long)))
     assert losses["kd"].item() == pytest.approx(0.0, abs=1e-6)
 
 
@@ -225,7 +225,7 @@ def test_teacher_gets_its_own_normalization_and_resolution_from_the_same_pixels(
     module.teacher.conv1.register_forward_hook(lambda m, inputs, out: seen.update(teacher=inputs[0]))
     module.student.conv1.register_forward_hook(lambda m, inputs, out: seen.update(student=inputs[0]))
     pixels = torch.rand(2, 3, 32, 32)
-    module.training_losses({"image": pixels, "teacher_image": pixels, "target": torch.zeros(2, dtype=torch.long)})
+    module.training_losses(KDBatch(image=pixels, target=torch.zeros(2, dtype=torch.long)))
     imagenet = (torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225]))
     cifar100 = module.student.pretrained_cfg["mean"], module.student.pretrained_cfg["std"]
     assert seen["teacher"].shape[-1] == 48 and seen["student"].shape[-1] == 32

@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from lit_kd.contract import DataContractError, DataInfo
 from lit_kd.metrics.retrieval import Distance, retrieval_metrics
 from lit_kd.taps import FeatureTap
 
@@ -16,8 +17,8 @@ from lit_kd.taps import FeatureTap
 class RetrievalEvaluation(L.Callback):
     """Log retrieval mAP and precision@k of the student's embeddings, InDistill's evaluation protocol.
 
-    Database: the training split in order, without augmentation (``datamodule.database_dataloader()``
-    of :class:`~lit_kd.data.KDDataModule`); queries: the test split. A database image is relevant to
+    Database: the training split in order, without augmentation (declared by the data module as
+    ``DataInfo.database_dataloader``; :class:`~lit_kd.data.KDDataModule` does); queries: the test split. A database image is relevant to
     a query when it has the same label. Metrics (see :func:`lit_kd.metrics.retrieval_metrics`) are
     logged as ``retrieval/map_<distance>`` and ``retrieval/precision@<k>_<distance>`` (fractions),
     after validation every ``every_n_epochs`` epochs (and at the last epoch) and after ``test``.
@@ -67,6 +68,10 @@ class RetrievalEvaluation(L.Callback):
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._log(pl_module, self.evaluate(pl_module, trainer.datamodule))
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # Fail before training, not after the first epoch, when the data has no retrieval database.
+        self._info(trainer.datamodule)
+
     def _log(self, pl_module: L.LightningModule, scores: dict[str, float]) -> None:
         for name, value in scores.items():
             pl_module.log(f"retrieval/{name}", value, sync_dist=False)
@@ -84,30 +89,36 @@ class RetrievalEvaluation(L.Callback):
         return feature.flatten(1)
 
     @torch.no_grad()
-    def embeddings(self, pl_module: L.LightningModule, datamodule: Any, loader: Any) -> tuple[Tensor, Tensor]:
+    def embeddings(self, pl_module: L.LightningModule, info: DataInfo, loader: Any) -> tuple[Tensor, Tensor]:
         """Embeddings and labels of every batch of ``loader`` (evaluation views), on the module's device."""
         was_training = pl_module.training
         pl_module.eval()
         vectors, labels = [], []
         try:
-            for batch in loader:
-                batch = pl_module.transfer_batch_to_device(batch, pl_module.device, 0)
-                batch = datamodule.transform_batch(batch, train=False)
-                vectors.append(self.embed(pl_module, batch["image"]).float())
-                labels.append(batch["target"])
+            for raw in loader:
+                batch = info.eval_batch(pl_module.transfer_batch_to_device(raw, pl_module.device, 0))
+                vectors.append(self.embed(pl_module, batch.image).float())
+                labels.append(batch.target)
         finally:
             pl_module.train(was_training)
         return torch.cat(vectors), torch.cat(labels)
 
+    @staticmethod
+    def _info(datamodule: Any) -> DataInfo:
+        info = DataInfo.of(datamodule)
+        info.require("database_dataloader", "RetrievalEvaluation",
+                     "a retrieval database (the training split in order, without augmentation)",
+                     "Use KDDataModule, or declare DataInfo(database_dataloader=...) in your data module's data_info().")
+        if not callable(getattr(datamodule, "test_dataloader", None)):
+            raise DataContractError(f"RetrievalEvaluation takes its queries from the test split, and {info.source} "
+                                    "has no test_dataloader().")
+        return info
+
     def evaluate(self, pl_module: L.LightningModule, datamodule: Any) -> dict[str, float]:
         """``{"map_<distance>": ..., "precision@<k>_<distance>": ...}`` for the module's student."""
-        if not hasattr(datamodule, "database_dataloader"):
-            raise TypeError(
-                f"RetrievalEvaluation needs a data module with database_dataloader() (lit_kd.data.KDDataModule); "
-                f"got {type(datamodule).__name__}."
-            )
-        database, database_labels = self.embeddings(pl_module, datamodule, datamodule.database_dataloader())
-        queries, query_labels = self.embeddings(pl_module, datamodule, datamodule.test_dataloader())
+        info = self._info(datamodule)
+        database, database_labels = self.embeddings(pl_module, info, info.database_dataloader())
+        queries, query_labels = self.embeddings(pl_module, info, datamodule.test_dataloader())
         scores: dict[str, float] = {}
         for distance in self.distances:
             result = retrieval_metrics(queries, query_labels, database, database_labels, distance, self.top_k,

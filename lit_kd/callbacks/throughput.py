@@ -7,6 +7,8 @@ from typing import Any
 
 import lightning as L
 
+from lit_kd.contract import KDBatch
+
 
 class ImagesPerSecond(L.Callback):
     """Log ``train/images_per_sec``: images of the global batch over the wall time of a step.
@@ -42,8 +44,6 @@ class ImagesPerSecond(L.Callback):
                            batch_idx: int) -> None:
         if self._start is None:
             return
-        if isinstance(batch, dict) and "meta_val" in batch:  # KDDataModule(meta_split>0): count the training half
-            batch = batch["train"]
-        image = batch["image"] if isinstance(batch, dict) else batch[0]
-        self._images += image.shape[0] * trainer.world_size
+        # Any batch form; a meta-validation batch (KDBatch.meta) is not counted as trained images.
+        self._images += KDBatch.from_any(batch).size * trainer.world_size
         self._steps += 1

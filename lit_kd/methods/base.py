@@ -9,18 +9,23 @@
   (DGKD's teacher assistants) register each one with :meth:`DistillationModule.add_frozen_network`
   and get the same treatment.
 
-Batches are dicts ``{"image", "teacher_image", "target"}`` of pixels in [0, 1] as produced by
-:class:`lit_kd.data.KDDataModule`, or plain ``(image, target)`` tuples. Each network normalizes
-(and, if its input size differs, resizes) the pixels itself, so a teacher and a student with
-different ``pretrained_cfg`` read the very same augmented pixels.
+Methods receive every batch as a :class:`~lit_kd.contract.KDBatch`: :class:`lit_kd.data.KDDataModule`
+produces one, and anything else a loader yields (``(image, target)`` tuples, dicts) is converted once,
+here, by :meth:`StudentModule.training_step` and its siblings. What a method may know of the data comes
+from :attr:`StudentModule.data_info` (a :class:`~lit_kd.contract.DataInfo`). Each network normalizes
+(and, if its input size differs, resizes) the pixels itself, so a teacher and a student with different
+``pretrained_cfg`` read the very same augmented pixels.
+
+A method implements :meth:`StudentModule.training_losses` (automatic optimization) or, with
+``automatic_optimization = False``, :meth:`StudentModule.manual_training_step`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict
 from typing import Any
 
 import lightning as L
@@ -29,12 +34,12 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from lit_kd.contract import DataInfo, KDBatch
 from lit_kd.losses import kd_loss
 from lit_kd.models import ModelSpec, create_model, resolve_normalization
 
-__all__ = ["StudentModule", "DistillationModule", "InputAdapter", "sgd", "Batch"]
-
-Batch = dict[str, Tensor]
+__all__ = ["StudentModule", "DistillationModule", "HandsOffNetwork", "InputAdapter", "sgd", "weighted_sum",
+           "network_record", "accuracy_metrics"]
 
 # The frozen teacher is in eval mode by design; Lightning's generic notice about it is noise.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
@@ -75,17 +80,15 @@ def _build(network: ModelSpec | dict | nn.Module, num_classes: int | None) -> tu
         return network, None
     spec = ModelSpec(**network) if isinstance(network, dict) else network
     if spec.num_classes is None and num_classes is not None:
-        spec = ModelSpec(**{**asdict(spec), "num_classes": num_classes})
+        spec = dataclasses.replace(spec, num_classes=num_classes)
     return create_model(spec), spec
 
 
-def _split_batch(batch: Batch | tuple | list) -> tuple[Tensor, Tensor, Tensor | None]:
-    """(student image, teacher image, target) from a dict batch or an (image, target) tuple."""
-    if isinstance(batch, dict):
-        image = batch["image"]
-        return image, batch.get("teacher_image", image), batch.get("target")
-    image, target = batch[0], (batch[1] if len(batch) > 1 else None)
-    return image, image, target
+def weighted_sum(**terms: tuple[float, Tensor]) -> dict[str, Tensor]:
+    """The losses dict of a weighted objective: ``{"loss": Σ weight·value}`` plus every term, detached,
+    under its own name for logging (``weighted_sum(ce=(0.1, ce), kd=(0.9, kd))``)."""
+    total = sum(weight * value for weight, value in terms.values())
+    return {"loss": total, **{name: value.detach() for name, (_, value) in terms.items()}}
 
 
 class StudentModule(L.LightningModule):
@@ -139,6 +142,7 @@ class StudentModule(L.LightningModule):
                                   logger=False, frame=frame)
         self._record_network("student", student)
         self._metrics_ready = False
+        self._data_info = DataInfo()
 
     # ------------------------------------------------------------------ bookkeeping
     def _record_network(self, key: str, network: ModelSpec | nn.Module | dict) -> None:
@@ -159,23 +163,32 @@ class StudentModule(L.LightningModule):
             yield from ((n, p) for n, p in module.named_parameters(prefix=prefix) if p.requires_grad)
 
     def _setup_metrics(self, num_classes: int) -> None:
-        from torchmetrics import MetricCollection
-        from torchmetrics.classification import MulticlassAccuracy
-
-        def collection(prefix: str) -> MetricCollection:
-            metrics = {"acc": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
-            if num_classes > 5:
-                metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
-            return MetricCollection(metrics, prefix=f"{prefix}/")
-
         device = self.device
-        self.train_metrics = collection("train").to(device)
-        self.val_metrics = nn.ModuleList([collection("val").to(device), collection("test").to(device)])
-        self.test_metrics = collection("test").to(device)
+        self.output_classes = num_classes  # the class count setup() agreed on
+        self.train_metrics = accuracy_metrics(num_classes, "train").to(device)
+        # One collection per validation split, named as the data names its loaders ("val", "test", ...).
+        self.val_metrics = nn.ModuleDict({_metrics_key(name): accuracy_metrics(num_classes, name).to(device)
+                                          for name in ("val", "test")})
+        self.test_metrics = accuracy_metrics(num_classes, "test").to(device)
         self._metrics_ready = True
 
+    def split_metrics(self, split: str) -> Any:
+        """The metric collection of validation split ``split`` (made on first use for undeclared loaders)."""
+        key = _metrics_key(split)
+        if key not in self.val_metrics:
+            self.val_metrics[key] = accuracy_metrics(self.output_classes, split).to(self.device)
+        return self.val_metrics[key]
+
     # ------------------------------------------------------------------ Lightning hooks
+    @property
+    def data_info(self) -> DataInfo:
+        """What the data declares (:class:`~lit_kd.contract.DataInfo`), read at ``setup``; the
+        defaults (nothing declared) before that or without a data module."""
+        return self._data_info
+
     def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        self._data_info = DataInfo.of(datamodule)
         num_classes = self._check_shapes()
         if not self._metrics_ready:
             self._setup_metrics(num_classes)
@@ -192,14 +205,9 @@ class StudentModule(L.LightningModule):
         """Networks whose output size is checked against the classes (student, teacher, ...)."""
         return {"student": self.student}
 
-    def _data_info(self) -> tuple[int | None, int | None]:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        return getattr(datamodule, "num_classes", None), getattr(datamodule, "image_size", None)
-
     def _check_shapes(self) -> int:
         """Before training: every network must run on the data's images and agree on the classes."""
-        data_classes, image_size = self._data_info()
-        size = image_size or 32
+        data_classes, size = self.data_info.num_classes, self.data_info.image_size or 32
         found: dict[str, int] = {}
         for name, network in self._probe_networks().items():
             adapter = getattr(self, f"{name}_input", self.student_input)
@@ -241,14 +249,23 @@ class StudentModule(L.LightningModule):
         """Student logits for a batch of pixels in [0, 1]."""
         return self.student(self.student_input(images))
 
-    def training_losses(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        """Return (student logits, {loss name: value}) with the total under ``"loss"``."""
-        raise NotImplementedError
+    def training_losses(self, batch: KDBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        """The method's objective on one batch: ``(student logits, {name: value})`` with the total to
+        minimize under ``"loss"`` and every other entry logged as ``train/<name>`` (see :func:`weighted_sum`)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement training_losses(batch)")
 
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+    def manual_training_step(self, batch: KDBatch, batch_idx: int) -> Tensor:
+        """One training step of a method with ``automatic_optimization = False`` (several optimizers,
+        meta steps): it steps its optimizers itself, logs with :meth:`log_training`, and returns the loss."""
+        raise NotImplementedError(f"{type(self).__name__} turns automatic optimization off and must implement "
+                                  "manual_training_step(batch, batch_idx)")
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        batch = KDBatch.from_any(batch)  # the one conversion: methods see a KDBatch only
+        if not self.automatic_optimization:
+            return self.manual_training_step(batch, batch_idx)
         logits, losses = self.training_losses(batch)
-        _, _, target = _split_batch(batch)
-        self.log_training(logits, losses, target)
+        self.log_training(logits, losses, batch.target)
         return losses["loss"]
 
     def log_training(self, logits: Tensor, losses: dict[str, Tensor], target: Tensor | None) -> None:
@@ -266,38 +283,37 @@ class StudentModule(L.LightningModule):
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
         return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
 
-    def _split_name(self, dataloader_idx: int) -> str:
-        """``"val"`` or ``"test"``: KDDataModule names its validation loaders (held-out, then test)."""
-        datamodule = getattr(self.trainer, "datamodule", None)
-        names = list(getattr(datamodule, "val_split_names", None) or ["val"])
-        return names[dataloader_idx] if dataloader_idx < len(names) else f"val_{dataloader_idx}"
+    def split_name(self, dataloader_idx: int) -> str:
+        """The name of validation loader ``dataloader_idx`` as the data declares it (``"val"``, ``"test"``, ...)."""
+        return self.data_info.split_name(dataloader_idx)
 
-    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Update and log the split's metrics; return the student's logits for subclasses."""
-        image, _, target = _split_batch(batch)
-        logits = self(image)
-        split = self._split_name(dataloader_idx)
-        metrics = self.val_metrics[0 if split == "val" else 1]
-        metrics.update(logits, target)
-        self.log(f"{split}/loss", self.cross_entropy(logits, target), batch_size=logits.shape[0],
+        batch = KDBatch.from_any(batch)
+        logits = self(batch.image)
+        split = self.split_name(dataloader_idx)
+        metrics = self.split_metrics(split)
+        metrics.update(logits, batch.target)
+        self.log(f"{split}/loss", self.cross_entropy(logits, batch.target), batch_size=batch.size,
                  sync_dist=True, add_dataloader_idx=False)
-        self.log_dict(metrics, prog_bar=True, add_dataloader_idx=False, batch_size=logits.shape[0])
+        self.log_dict(metrics, prog_bar=True, add_dataloader_idx=False, batch_size=batch.size)
         return logits
 
-    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        image, _, target = _split_batch(batch)
-        logits = self(image)
-        self.test_metrics.update(logits, target)
-        self.log("test/loss", self.cross_entropy(logits, target), batch_size=logits.shape[0], sync_dist=True,
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        batch = KDBatch.from_any(batch)
+        logits = self(batch.image)
+        self.test_metrics.update(logits, batch.target)
+        self.log("test/loss", self.cross_entropy(logits, batch.target), batch_size=batch.size, sync_dist=True,
                  add_dataloader_idx=False)
-        self.log_dict(self.test_metrics, add_dataloader_idx=False, batch_size=logits.shape[0])
+        self.log_dict(self.test_metrics, add_dataloader_idx=False, batch_size=batch.size)
 
-    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
-        image, _, target = _split_batch(batch)
-        probs = self(image).float().softmax(-1)
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        """``{"probs": softmax of the student, "pred": argmax}``, plus ``"target"`` when the batch has labels."""
+        batch = KDBatch.from_any(batch)
+        probs = self(batch.image).float().softmax(-1)
         out = {"probs": probs, "pred": probs.argmax(-1)}
-        if target is not None:
-            out["target"] = target
+        if batch.target is not None:
+            out["target"] = batch.target
         return out
 
     def configure_optimizers(self) -> Any:
@@ -409,18 +425,18 @@ class DistillationModule(StudentModule):
             return getattr(self, name)(getattr(self, f"{name}_input")(teacher_image))
 
     # ------------------------------------------------------------------ teacher sanity check
-    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        batch = KDBatch.from_any(batch)
         logits = super().validation_step(batch, batch_idx, dataloader_idx)
         checking = (self.check_teacher and not self._teacher_checked and dataloader_idx == 0
                     and self.trainer.state.fn == "fit")
         if not (checking or self.log_agreement):
             return logits
-        _, teacher_image, target = _split_batch(batch)
-        teacher_logits = self.teacher_logits(teacher_image)  # one teacher forward serves both uses
+        teacher_logits = self.teacher_logits(batch.teacher_image)  # one teacher forward serves both uses
         if checking:
-            self.teacher_accuracy.update(teacher_logits, target)
+            self.teacher_accuracy.update(teacher_logits, batch.target)
         if self.log_agreement:
-            split, batch_size = self._split_name(dataloader_idx), logits.shape[0]
+            split, batch_size = self.split_name(dataloader_idx), batch.size
             agreement = (logits.argmax(-1) == teacher_logits.argmax(-1)).float().mean()
             self.log(f"{split}/agreement", agreement, batch_size=batch_size, sync_dist=True,
                      add_dataloader_idx=False)
@@ -466,6 +482,37 @@ class DistillationModule(StudentModule):
                     state[f"{name}.{key}"] = value
 
 
+def accuracy_metrics(num_classes: int, prefix: str) -> Any:
+    """Top-1 (and, above 5 classes, top-5) accuracy as a ``MetricCollection`` logged as ``<prefix>/acc``."""
+    from torchmetrics import MetricCollection
+    from torchmetrics.classification import MulticlassAccuracy
+
+    metrics = {"acc": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
+    if num_classes > 5:
+        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+    return MetricCollection(metrics, prefix=f"{prefix}/")
+
+
+def _metrics_key(split: str) -> str:
+    # ModuleDict keys may not contain "." nor shadow Module attributes ("eval", "train").
+    return "split:" + split.replace(".", "_")
+
+
+class HandsOffNetwork:
+    """The hand-off protocol of assistant chains, declared in a method's type.
+
+    A step of :class:`~lit_kd.AssistantChain` normally hands its trained student to the next step
+    as the frozen teacher. A method whose product is another network inherits this class and
+    implements :meth:`handoff_network`; the chain then hands on that network instead (AMD: the
+    teacher assistant it chose and pruned, not its supernet).
+    """
+
+    def handoff_network(self) -> ModelSpec | None:
+        """The network the next chain step learns from, as a spec with a local checkpoint (called after
+        the fit), or ``None`` when there is none (the chain then says so and stops)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement handoff_network()")
+
+
 def _accepts_named_parameters(factory: Any) -> bool:
     """Whether an optimizer factory (a class, a ``functools.partial`` of one as LightningCLI builds it,
     or a function) declares ``accepts_named_parameters = True``."""
@@ -476,7 +523,7 @@ def _accepts_named_parameters(factory: Any) -> bool:
 def network_record(network: ModelSpec | nn.Module | dict) -> dict[str, Any]:
     """How a network was specified, as plain data for hyperparameters (a spec's fields, or the module's class)."""
     if isinstance(network, ModelSpec):
-        return asdict(network)
+        return dataclasses.asdict(network)
     if isinstance(network, dict):
         return dict(network)
     return {"module": type(network).__name__}

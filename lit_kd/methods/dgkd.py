@@ -7,8 +7,9 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from lit_kd.contract import KDBatch
 from lit_kd.losses import dense_guidance_loss, drop_guides
-from lit_kd.methods.base import Batch, _split_batch, network_record
+from lit_kd.methods.base import network_record
 from lit_kd.methods.kd import KD
 from lit_kd.models import ModelSpec
 
@@ -63,10 +64,10 @@ class DGKD(KD):
         """The frozen networks the student learns from: teacher first, then the assistants."""
         return ["teacher", *self.assistant_names]
 
-    def training_losses(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        image, teacher_image, target = _split_batch(batch)
+    def training_losses(self, batch: KDBatch) -> tuple[Tensor, dict[str, Tensor]]:
         names = self.guide_names()
         self.last_kept = [names[i] for i in drop_guides(len(names), self.drop_num)]
-        guide_logits = [self.frozen_logits(name, teacher_image) for name in self.last_kept]
-        logits = self(image)
-        return logits, self.weighted_losses(logits, target, dense_guidance_loss(logits, guide_logits, self.temperature))
+        guide_logits = [self.frozen_logits(name, batch.teacher_image) for name in self.last_kept]
+        logits = self(batch.image)
+        return logits, self.weighted_losses(logits, batch.target,
+                                            dense_guidance_loss(logits, guide_logits, self.temperature))

@@ -7,8 +7,9 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_kd.contract import KDBatch
 from lit_kd.losses import hint_loss
-from lit_kd.methods.base import Batch, DistillationModule, _split_batch
+from lit_kd.methods.base import DistillationModule, weighted_sum
 from lit_kd.models import ModelSpec
 from lit_kd.taps import FeatureTap, feature_channels
 
@@ -80,13 +81,10 @@ class FitNet(DistillationModule):
     def trainable_modules(self) -> dict[str, nn.Module]:
         return {"student": self.student, "connector": self.connector}
 
-    def training_losses(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        image, teacher_image, target = _split_batch(batch)
+    def training_losses(self, batch: KDBatch) -> tuple[Tensor, dict[str, Tensor]]:
         with self.no_teacher_grad():
-            _, (teacher_feature,) = self.teacher_tap(self.teacher_input(teacher_image))
-        logits, (student_feature,) = self.student_tap(self.student_input(image))
+            _, (teacher_feature,) = self.teacher_tap(self.teacher_input(batch.teacher_image))
+        logits, (student_feature,) = self.student_tap(self.student_input(batch.image))
         regressed = match_spatial(self.connector(student_feature), tuple(teacher_feature.shape[-2:]))
-        hint = hint_loss(regressed, teacher_feature)
-        ce = self.cross_entropy(logits, target)
-        loss = self.ce_weight * ce + self.hint_weight * hint
-        return logits, {"loss": loss, "ce": ce.detach(), "hint": hint.detach()}
+        return logits, weighted_sum(ce=(self.ce_weight, self.cross_entropy(logits, batch.target)),
+                                    hint=(self.hint_weight, hint_loss(regressed, teacher_feature)))

@@ -9,11 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_kd.contract import KDBatch
 from lit_kd.losses import hint_loss, kd_loss, pkt_loss
-from lit_kd.methods.base import Batch, DistillationModule, _split_batch
+from lit_kd.losses.logits import check_temperature
+from lit_kd.methods.base import DistillationModule, weighted_sum
 from lit_kd.models import ModelSpec
 from lit_kd.pruning import l1_kept_filters, output_conv, prune_output_filters
-from lit_kd.taps import FeatureTap, TapError, _feature_info, feature_channels
+from lit_kd.taps import FeatureTap, TapError, feature_channels, feature_info, stage_count
 
 Layer = int | str
 
@@ -35,7 +37,7 @@ class LayerReader:
                 raise TapError(f"{type(model).__name__} has no {', '.join(missing)}, so its 'pre_logits' embedding "
                                "cannot be read: name the embedding layer (a module name) instead.")
             self.tap = FeatureTap(model, list(layers))  # checks the indices
-            count = len(_feature_info(model))
+            count = stage_count(model)
             self.layers = [int(layer) % count for layer in layers]
         else:
             self.tap = FeatureTap(model, [*layers, embedding])
@@ -139,7 +141,7 @@ class InDistill(DistillationModule):
         self.reset_optimizer_each_epoch = reset_optimizer_each_epoch
         self.handover_epoch = handover_epoch
         self.feature_weight, self.pkt_weight = feature_weight, pkt_weight
-        self.temperature, self.ce_weight, self.kd_weight = temperature, ce_weight, kd_weight
+        self.temperature, self.ce_weight, self.kd_weight = check_temperature(temperature), ce_weight, kd_weight
 
         teacher_modules = [self._teacher_module(layer) for layer in teacher_layers]
         kept: list[Tensor] = []
@@ -190,8 +192,7 @@ class InDistill(DistillationModule):
             layer.train()
 
     def _teacher_module(self, layer: int) -> nn.Module:
-        info = _feature_info(self.teacher)
-        return self.teacher.get_submodule(info[layer]["module"])
+        return self.teacher.get_submodule(feature_info(self.teacher)[layer]["module"])
 
     def kept_filters(self, pair: int) -> Tensor:
         """Indices of the teacher filters kept for layer pair ``pair``."""
@@ -225,18 +226,15 @@ class InDistill(DistillationModule):
                 pruned = [feature[:, self.kept_filters(i)] for i, feature in enumerate(features)]
         return logits, pruned, embedding
 
-    def training_losses(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        image, teacher_image, target = _split_batch(batch)
-        teacher_logits, teacher_layers, teacher_embedding = self.teacher_targets(teacher_image)
-        logits, student_layers, student_embedding = self.student_reader(self.student_input(image))
+    def training_losses(self, batch: KDBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        teacher_logits, teacher_layers, teacher_embedding = self.teacher_targets(batch.teacher_image)
+        logits, student_layers, student_embedding = self.student_reader(self.student_input(batch.image))
         stage, pair = self.curriculum_stage(self.current_epoch)
         if stage == "layer":
             student_feature, teacher_feature = pool_to_common_size(student_layers[pair], teacher_layers[pair])
             layer = hint_loss(student_feature.flatten(1), teacher_feature.flatten(1))
-            return logits, {"loss": self.feature_weight * layer, "layer_mse": layer.detach()}
+            return logits, weighted_sum(layer_mse=(self.feature_weight, layer))
         if stage == "embedding":
-            pkt = pkt_loss(student_embedding, teacher_embedding)
-            return logits, {"loss": self.pkt_weight * pkt, "pkt": pkt.detach()}
-        ce = self.cross_entropy(logits, target)
-        kd = kd_loss(logits, teacher_logits, self.temperature)
-        return logits, {"loss": self.ce_weight * ce + self.kd_weight * kd, "ce": ce.detach(), "kd": kd.detach()}
+            return logits, weighted_sum(pkt=(self.pkt_weight, pkt_loss(student_embedding, teacher_embedding)))
+        return logits, weighted_sum(ce=(self.ce_weight, self.cross_entropy(logits, batch.target)),
+                                    kd=(self.kd_weight, kd_loss(logits, teacher_logits, self.temperature)))

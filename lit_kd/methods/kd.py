@@ -6,8 +6,10 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from lit_kd.contract import KDBatch
 from lit_kd.losses import kd_loss
-from lit_kd.methods.base import Batch, DistillationModule, _split_batch
+from lit_kd.losses.logits import check_temperature
+from lit_kd.methods.base import DistillationModule, weighted_sum
 from lit_kd.models import ModelSpec
 
 
@@ -35,19 +37,15 @@ class KD(DistillationModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(student, teacher, **kwargs)
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = temperature
+        self.temperature = check_temperature(temperature)
         self.ce_weight = ce_weight
         self.kd_weight = kd_weight
 
-    def training_losses(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        image, teacher_image, target = _split_batch(batch)
-        teacher_logits = self.teacher_logits(teacher_image)
-        logits = self(image)
-        return logits, self.weighted_losses(logits, target, kd_loss(logits, teacher_logits, self.temperature))
+    def training_losses(self, batch: KDBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        teacher_logits = self.teacher_logits(batch.teacher_image)
+        logits = self(batch.image)
+        return logits, self.weighted_losses(logits, batch.target, kd_loss(logits, teacher_logits, self.temperature))
 
     def weighted_losses(self, logits: Tensor, target: Tensor, kd: Tensor) -> dict[str, Tensor]:
         """``ce_weight * CE + kd_weight * kd``, with both terms for logging."""
-        ce = self.cross_entropy(logits, target)
-        return {"loss": self.ce_weight * ce + self.kd_weight * kd, "ce": ce.detach(), "kd": kd.detach()}
+        return weighted_sum(ce=(self.ce_weight, self.cross_entropy(logits, target)), kd=(self.kd_weight, kd))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from lit_kd.methods.base import Batch, StudentModule, _split_batch
+from lit_kd.contract import KDBatch
+from lit_kd.methods.base import StudentModule
 
 
 class Supervised(StudentModule):
@@ -15,8 +16,7 @@ class Supervised(StudentModule):
     teacher with ``ModelSpec(name=..., checkpoint="run.ckpt")``.
     """
 
-    def training_losses(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        image, _, target = _split_batch(batch)
-        logits = self(image)
-        loss = self.cross_entropy(logits, target)
+    def training_losses(self, batch: KDBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        logits = self(batch.image)
+        loss = self.cross_entropy(logits, batch.target)
         return logits, {"loss": loss, "ce": loss.detach()}
