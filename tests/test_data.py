@@ -15,7 +15,7 @@ from PIL import Image
 
 from lit_kd.data import KDDataModule
 from lit_kd.data import augment as A
-from lit_kd.data import sources
+from lit_kd.data import cifar
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -219,7 +219,7 @@ def test_digits_offline_split():
     dm = KDDataModule("digits", val_split=0.1)
     assert dm.num_classes == 10 and dm.classes == [str(i) for i in range(10)] and dm.image_size == 32
     dm.setup("fit")
-    train, val, test = dm._train, dm._val, dm._test
+    train, val, test = dm.splits.train, dm.splits.val, dm.splits.test
     assert len(train) + len(val) + len(test) == 1797
     assert len(val) == round(0.1 * (len(train) + len(val))) and len(test) == round(0.2 * 1797)
     assert set(train.indices.tolist()).isdisjoint(val.indices.tolist())
@@ -228,10 +228,10 @@ def test_digits_offline_split():
     assert set(test.targets.tolist()) == set(range(10))
     again = KDDataModule("digits", val_split=0.1)
     again.setup()
-    assert torch.equal(again._val.indices, val.indices) and torch.equal(again._test.images, test.images)
+    assert torch.equal(again.splits.val.indices, val.indices) and torch.equal(again.splits.test.images, test.images)
     other = KDDataModule("digits", val_split=0.1, split_seed=1)
     other.setup()
-    assert not torch.equal(other._val.indices, val.indices)
+    assert not torch.equal(other.splits.val.indices, val.indices)
 
 
 def test_loaders_batches_and_val_list():
@@ -240,15 +240,15 @@ def test_loaders_batches_and_val_list():
     batch = next(iter(dm.train_dataloader()))
     assert set(batch) == {"image", "target"} and batch["image"].shape == (50, 3, 32, 32)
     val = dm.val_dataloader()
-    assert isinstance(val, list) and len(val) == 2 and val[1].dataset is dm._test
+    assert isinstance(val, list) and len(val) == 2 and val[1].dataset is dm.splits.test
     assert next(iter(val[0]))["image"].shape[0] == 100
-    assert len(dm.predict_dataloader().dataset) == len(dm._test)
+    assert len(dm.predict_dataloader().dataset) == len(dm.splits.test)
     single = KDDataModule("digits", val_split=0.0)
     single.setup()
-    assert single.val_dataloader().dataset is single._test
+    assert single.val_dataloader().dataset is single.splits.test
     no_test = KDDataModule("digits", monitor_test=False)
     no_test.setup()
-    assert no_test.val_dataloader().dataset is no_test._val
+    assert no_test.val_dataloader().dataset is no_test.splits.val
 
 
 def test_loader_survives_distributed_sampler_injection():
@@ -268,7 +268,7 @@ def test_loader_survives_distributed_sampler_injection():
 def test_shuffle_order_depends_only_on_seed_and_epoch():
     from lightning.pytorch.utilities.data import _is_dataloader_shuffled
 
-    from lit_kd.data.datamodule import EpochShuffleSampler
+    from lit_kd.data.loaders import EpochShuffleSampler
 
     data = list(range(100))
     a, b = EpochShuffleSampler(data, seed=3), EpochShuffleSampler(data, seed=3)
@@ -340,15 +340,15 @@ def test_cifar10_from_real_pickles(cifar10_dir):
     dm = KDDataModule("cifar10", data_dir=str(cifar10_dir), val_split=0.1)
     assert dm.num_classes == 10
     dm.setup()
-    assert (len(dm._train), len(dm._val), len(dm._test)) == (45000, 5000, 10000)
-    assert dm._train.images.dtype == torch.uint8 and dm._train.images.shape[1:] == (3, 32, 32)
-    assert sorted(dm._train.targets.unique().tolist()) == list(range(10))
-    assert sorted(dm._test.targets.unique().tolist()) == list(range(10))
+    assert (len(dm.splits.train), len(dm.splits.val), len(dm.splits.test)) == (45000, 5000, 10000)
+    assert dm.splits.train.images.dtype == torch.uint8 and dm.splits.train.images.shape[1:] == (3, 32, 32)
+    assert sorted(dm.splits.train.targets.unique().tolist()) == list(range(10))
+    assert sorted(dm.splits.test.targets.unique().tolist()) == list(range(10))
     assert dm.classes[:3] == ["airplane", "automobile", "bird"]
-    assert 90 < dm._test.images.float().mean() < 150
+    assert 90 < dm.splits.test.images.float().mean() < 150
     folder = cifar10_dir / "cifar-10-batches-py"  # the folder itself is accepted too
-    assert sources.find_cifar_dir("cifar10", folder) == folder
-    assert sources.find_cifar_dir("cifar10", cifar10_dir) == folder
+    assert cifar.find_cifar_dir("cifar10", folder) == folder
+    assert cifar.find_cifar_dir("cifar10", cifar10_dir) == folder
 
 
 def test_cifar_missing_and_broken(tmp_path):
@@ -407,8 +407,8 @@ def test_folder_in_memory(tmp_path, kind):
     assert dm.classes == ["cat", "dog", "eel"] and dm.num_classes == 3
     dm.setup()
     assert not dm.streamed
-    assert (len(dm._train), len(dm._val), len(dm._test)) == (9, 3, 12)
-    assert dm._train.images.shape[1:] == (3, 18, 18)  # stored at round(16 / 0.875)
+    assert (len(dm.splits.train), len(dm.splits.val), len(dm.splits.test)) == (9, 3, 12)
+    assert dm.splits.train.images.shape[1:] == (3, 18, 18)  # stored at round(16 / 0.875)
     raw = next(iter(dm.train_dataloader()))
     out = dm.transform_batch(raw, train=True)
     assert out["image"].shape == (8, 3, 16, 16) and out["teacher_image"] is out["image"]
@@ -432,7 +432,7 @@ def test_folder_streamed(tmp_path, augmentation):
     assert (out["teacher_image"] is out["image"]) == (augmentation == "consistent")
     assert_colours_match_targets(dm, out)
     val, test_loader = dm.val_dataloader()
-    assert len(val.dataset) + len(dm._train) == 12
+    assert len(val.dataset) + len(dm.splits.train) == 12
     test = dm.transform_batch(next(iter(test_loader)), train=False)
     assert test["image"].shape == (6, 3, 16, 16) and test["teacher_image"] is test["image"]
 
@@ -445,7 +445,7 @@ def test_folder_with_train_val_and_test(tmp_path, in_memory):
     dm = KDDataModule("folder", data_dir=str(folder), image_size=16, val_split=0.25, batch_size=8,
                       in_memory=in_memory, num_workers=0)
     dm.setup()
-    assert (len(dm._train), len(dm._val), len(dm._test)) == (12, 12, 6)  # val_split is not applied
+    assert (len(dm.splits.train), len(dm.splits.val), len(dm.splits.test)) == (12, 12, 6)  # val_split is not applied
     assert dm.val_split_names == ["val", "test"]
     val_loader, test_loader = dm.val_dataloader()
     assert len(val_loader.dataset) == 12 and len(test_loader.dataset) == 6
@@ -528,9 +528,9 @@ def test_cifar10_jpeg_zip(shared_data):
     dm = KDDataModule("folder", data_dir=str(path), image_size=32, val_split=0.1)
     assert dm.classes == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     dm.setup()
-    assert not dm.streamed and dm._train.images.shape[1:] == (3, 32, 32)  # native size kept
-    assert (len(dm._train), len(dm._val), len(dm._test)) == (45000, 5000, 10000)
-    assert torch.equal(torch.bincount(dm._test.targets), torch.full((10,), 1000))
+    assert not dm.streamed and dm.splits.train.images.shape[1:] == (3, 32, 32)  # native size kept
+    assert (len(dm.splits.train), len(dm.splits.val), len(dm.splits.test)) == (45000, 5000, 10000)
+    assert torch.equal(torch.bincount(dm.splits.test.targets), torch.full((10,), 1000))
     out = dm.transform_batch(next(iter(dm.train_dataloader())), train=True)
     assert out["image"].shape == (64, 3, 32, 32) and 0 <= out["image"].min() and out["image"].max() <= 1
 
@@ -578,7 +578,7 @@ def test_prepare_writes_folders_that_the_datamodule_reads(tmp_path, monkeypatch)
     dm = KDDataModule("folder", data_dir=str(out), image_size=16, batch_size=8)
     dm.setup()
     assert dm.classes == ["000", "001", "002"]
-    assert (len(dm._train), len(dm._val), len(dm._test)) == (6, 3, 4)  # the official val split
+    assert (len(dm.splits.train), len(dm.splits.val), len(dm.splits.test)) == (6, 3, 4)  # the official val split
 
     class Pets(FakeTorchvisionSet):  # no file lists: images are re-saved, with class names
         classes = ["Abyssinian", "american bulldog", "Eel"]
@@ -592,6 +592,6 @@ def test_prepare_writes_folders_that_the_datamodule_reads(tmp_path, monkeypatch)
     dm = KDDataModule("folder", data_dir=str(tmp_path / "pets"), image_size=16, val_split=0.5, batch_size=8)
     assert dm.classes == ["000_Abyssinian", "001_american_bulldog", "002_Eel"]
     dm.setup()
-    assert (len(dm._train), len(dm._val), len(dm._test)) == (3, 3, 4)
+    assert (len(dm.splits.train), len(dm.splits.val), len(dm.splits.test)) == (3, 3, 4)
     with pytest.raises(ValueError, match="unknown data set"):
         prepare("imagenet", tmp_path / "x")

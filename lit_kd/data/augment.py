@@ -27,6 +27,7 @@ from torch import Tensor
 from torchvision.ops import roi_align
 
 __all__ = [
+    "CROP_FRACTION",
     "to_float",
     "sample_crop_offsets",
     "sample_flips",
@@ -38,6 +39,9 @@ __all__ = [
     "center_crop_resize",
     "resize_square",
 ]
+
+#: Default evaluation crop of the ImageNet recipe: resize the shorter side to round(S / 0.875), centre-crop S.
+CROP_FRACTION = 0.875
 
 
 def to_float(images: Tensor) -> Tensor:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["MixParams", "sample_mix", "apply_mix", "mixup", "cutmix"]
+__all__ = ["MixParams", "check_alpha", "sample_mix", "apply_mix", "mixup", "cutmix"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,8 @@ class MixParams:
     box: tuple[float, float, float, float] | None = None
 
 
-def _check_alpha(alpha: float) -> None:
+def check_alpha(alpha: float) -> None:
+    """Raise a ValueError unless ``alpha`` is a usable ``p`` of ``Beta(p, p)`` (finite and > 0)."""
     if not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha > 0):
         raise ValueError(
             f"the mixup parameter p of Beta(p, p) must be a finite number > 0, got {alpha!r}; "
@@ -64,7 +65,7 @@ def sample_mix(alpha: float = 1.0, generator: torch.Generator | None = None, cut
     Raises:
         ValueError: if ``alpha`` is not a finite number > 0.
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     if alpha == 1.0:
         u = float(_uniform(1, generator)[0])
     else:
