@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from lit_kd.optim import ParamsLike, _torch_weight_decay, decay_groups
+from lit_kd.optim.groups import ParamsLike, decay_groups, torch_weight_decay
 
 try:
     from pytorch_optimizer import ScalableShampoo
@@ -13,6 +13,8 @@ except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError(
         "lit_kd.optim.Shampoo needs the 'pytorch_optimizer' package: pip install 'lit-kd[shampoo]'"
     ) from err
+
+__all__ = ["Shampoo"]
 
 Graft = Literal["none", "sgd", "adagrad", "rmsprop", "sqrtn"]
 
@@ -61,7 +63,7 @@ class Shampoo(ScalableShampoo):
         if graft_type.upper() not in LayerWiseGrafting.__members__:
             raise ValueError(f"graft_type must be one of none, sgd, adagrad, rmsprop, sqrtn, got {graft_type!r}")
         self.kernel_weight_decay = weight_decay
-        groups = decay_groups(params, _torch_weight_decay(lr, weight_decay))
+        groups = decay_groups(params, torch_weight_decay(lr, weight_decay))
         super().__init__(
             groups, lr=lr, betas=betas, weight_decay=0.0, decoupled_weight_decay=True,
             graft_type=LayerWiseGrafting[graft_type.upper()], block_size=block_size,
