@@ -90,7 +90,7 @@ def config_overrides(config: Path, tmp_path: Path) -> list[str]:
         torch.save(timm.create_model(name, num_classes=num_classes).state_dict(), path)
         extra += ["--model.init_args.teacher.checkpoint", str(path)]
     if "mode: replay" in text:  # DistPro replay reads a searched process: give it a constant one for the pair
-        from lit_kd.pathways import DistillationProcess, enumerate_pathways
+        from lit_kd.methods.distpro import DistillationProcess, enumerate_pathways
 
         names = [re.search(rf"{role}: \{{name: ([\w.]+)", text).group(1) for role in ("teacher", "student")]
         taps = tuple(len(timm.create_model(name).feature_info) for name in names)

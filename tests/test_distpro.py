@@ -13,8 +13,9 @@ from torch.func import functional_call
 
 from lit_kd import DistillationProcess, DistPro, ModelSpec
 from lit_kd.data import KDDataModule
+from lit_kd.data.splits import in_memory_splits
 from lit_kd.losses import hcl_loss
-from lit_kd.pathways import ProcessMismatchError, build_transform, enumerate_pathways, pathway_weights
+from lit_kd.methods.distpro import ProcessMismatchError, build_transform, enumerate_pathways, pathway_weights
 from tests.helpers import digits, snapshot, tiny_trainer
 
 
@@ -241,7 +242,7 @@ def test_meta_split_batches_are_disjoint_from_training_batches():
     data.setup("fit")
     loaders = data.train_dataloader()
     assert set(loaders) == {"train", "meta_val"}
-    train_index, meta_index = set(data._train.indices.tolist()), set(data._meta.indices.tolist())
+    train_index, meta_index = set(data.splits.train.indices.tolist()), set(data.splits.meta.indices.tolist())
     assert not train_index & meta_index and len(meta_index) == round(0.2 * (len(train_index) + len(meta_index)))
     plain = digits()
     plain.setup("fit")
@@ -267,12 +268,11 @@ def test_empty_pathway_set_is_refused():
 
 
 def test_split_without_meta_validation_data_is_refused(tmp_path):
-    data = KDDataModule(dataset="digits", val_split=0.5, meta_split=0.2)
     images, targets = torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.tensor([0, 1])
-    with pytest.raises(ValueError, match="leaves no meta-validation data"):
-        data._set_in_memory(images, targets, images, targets)  # one training sample left: nothing to hold out
+    with pytest.raises(ValueError, match="leaves no meta-validation data"):  # one training sample left
+        in_memory_splits(images, targets, images, targets, val_split=0.5, meta_split=0.2, seed=0, return_index=False)
     with pytest.raises(ValueError, match=r"meta_split must be in \[0, 1\)"):
         KDDataModule(meta_split=1.0)
     trainer = tiny_trainer(tmp_path, limit_train_batches=1, limit_val_batches=1)
-    with pytest.raises(ValueError, match="no meta-validation split. Set data.meta_split=0.2"):
+    with pytest.raises(ValueError, match="meta-validation split.*Set data.meta_split=0.2"):
         trainer.fit(zoo_distpro(), datamodule=digits())

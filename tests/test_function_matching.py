@@ -4,6 +4,7 @@ the fixed-teacher cache, logging and bad input."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from functools import partial
@@ -19,7 +20,7 @@ from lit_kd.data import KDDataModule
 from lit_kd.data.mixup import cutmix, mixup
 from lit_kd.methods.function_matching import check_resolutions
 from lit_kd.optim import DecoupledAdamW, WarmupCosine, decay_groups
-from lit_kd.teacher_cache import TeacherCache, TeacherCacheMismatch
+from lit_kd.methods.function_matching import TeacherCache, TeacherCacheMismatch
 from tests.helpers import digits, tiny_trainer
 
 TEACHER, STUDENT = ModelSpec("resnet14", num_classes=10), ModelSpec("resnet8", num_classes=10)
@@ -54,7 +55,7 @@ def training_batch(augmentation: str, n: int = 8, seed: int = 0) -> dict[str, to
     """A digits training batch after KDDataModule's device augmentation."""
     dm = digits(augmentation=augmentation)
     dm.setup("fit")
-    raw = dm._train.__getitems__(list(range(n)))
+    raw = dm.splits.train.__getitems__(list(range(n)))
     return dm.transform_batch(raw, train=True, generator=torch.Generator().manual_seed(seed))
 
 
@@ -224,7 +225,7 @@ def test_loss_is_label_free_zero_for_a_copy_and_only_the_student_gets_gradients(
     batch = training_batch("consistent")
     _, losses = module.training_losses(batch)
     module._mix_batches -= 1  # replay the same mixup coefficient
-    _, relabelled = module.training_losses({**batch, "target": (batch["target"] + 1) % 10})
+    _, relabelled = module.training_losses(dataclasses.replace(batch, target=(batch.target + 1) % 10))
     assert losses["loss"].item() > 0 and relabelled["loss"].item() == pytest.approx(losses["loss"].item(), rel=1e-6)
     losses["loss"].backward()
     assert all(p.grad is None for p in module.teacher.parameters())
@@ -413,10 +414,10 @@ def test_fixed_teacher_cache_equals_fresh_outputs_and_is_reused(tmp_path):
     assert per_epoch[0] == trainer.num_training_batches and per_epoch[1] == 0  # epoch 2 reads the cache only
 
     cache = module.teacher_cache
-    assert len(cache) == len(dm._train) and (cache_dir / "teacher_cache.json").is_file()
-    index = dm._train.indices[:50]
+    assert len(cache) == len(dm.splits.train) and (cache_dir / "teacher_cache.json").is_file()
+    index = dm.splits.train.indices[:50]
     with torch.no_grad():
-        fresh = module.teacher(module.teacher_input(dm.eval_view(dm._train.images[index])))
+        fresh = module.teacher(module.teacher_input(dm.eval_view(dm.splits.train.images[index])))
     torch.testing.assert_close(cache.lookup(index), fresh, atol=1e-5, rtol=1e-5)
     reloaded = TeacherCache(cache.identity, cache.num_samples, cache.num_classes, directory=cache_dir)
     assert len(reloaded) == len(cache) and torch.equal(reloaded.lookup(index), cache.lookup(index))
@@ -437,10 +438,10 @@ def test_teacher_cache_is_merged_across_ddp_processes(tmp_path):
     dm.setup("fit")
     meta = json.loads((cache_dir / "teacher_cache.json").read_text())
     cache = TeacherCache(meta["identity"], meta["num_samples"], meta["num_classes"], directory=cache_dir)
-    assert len(cache) == len(dm._train)  # without the merge, rank 0 would hold about half
-    index = dm._train.indices
+    assert len(cache) == len(dm.splits.train)  # without the merge, rank 0 would hold about half
+    index = dm.splits.train.indices
     with torch.no_grad():
-        fresh = module.teacher(module.teacher_input(dm.eval_view(dm._train.images[index])))
+        fresh = module.teacher(module.teacher_input(dm.eval_view(dm.splits.train.images[index])))
     torch.testing.assert_close(cache.lookup(index), fresh, atol=1e-5, rtol=1e-5)
 
 
@@ -496,9 +497,10 @@ def test_teacher_cache_refuses_other_data_and_serves_only_complete_hits(tmp_path
 def test_fixed_teacher_batches_carry_sample_indices():
     dm = digits(augmentation="fixed_teacher")
     dm.setup("fit")
-    batch = dm.transform_batch(dm._train.__getitems__([0, 5]), train=True, generator=torch.Generator())
-    assert torch.equal(batch["index"], dm._train.indices[[0, 5]])
-    assert torch.equal(batch["teacher_image"], dm.eval_view(dm._train.images[batch["index"]]))
+    train = dm.splits.train
+    batch = dm.transform_batch(train.__getitems__([0, 5]), train=True, generator=torch.Generator())
+    assert torch.equal(batch.index, train.indices[[0, 5]])
+    assert torch.equal(batch.teacher_image, dm.eval_view(train.images[batch.index]))
     other = KDDataModule("digits", image_size=32, augmentation="fixed_teacher")
     other.setup("fit")
     mine, theirs = dm.fingerprint(), other.fingerprint()

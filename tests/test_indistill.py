@@ -229,7 +229,7 @@ def test_retrieval_callback_logs_map_during_fit(tmp_path):
     again = callback.evaluate(module, data)
     assert again["map_euclidean"] == pytest.approx(logged["retrieval/map_euclidean"], rel=1e-6)
     database = data.database_dataloader()  # the whole training split, in order, without augmentation
-    assert len(database.dataset) == len(data._train) and database.sampler.__class__.__name__ == "SequentialSampler"
+    assert len(database.dataset) == len(data.splits.train) and database.sampler.__class__.__name__ == "SequentialSampler"
 
 
 # ---------------------------------------------------------------------- bad input

@@ -13,6 +13,7 @@ Importing this package registers the CIFAR zoo (:mod:`lit_kd.models.cifar`) in t
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from torch import nn
 
 from lit_kd.models import cifar  # noqa: F401  (registers the CIFAR zoo in timm)
 
-__all__ = ["ModelSpec", "create_model", "load_weights", "read_state_dict", "CheckpointError"]
+__all__ = ["ModelSpec", "create_model", "load_weights", "read_state_dict", "CheckpointError", "module_fingerprint",
+           "resolve_normalization"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -209,3 +211,13 @@ def resolve_normalization(
     if size is None and cfg.get("fixed_input_size", False):
         size = int(cfg["input_size"][-1])
     return mean, std, size
+
+
+def module_fingerprint(module: nn.Module) -> str:
+    """SHA-256 over a module's state dict: every parameter and buffer, with names, dtypes and shapes."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()

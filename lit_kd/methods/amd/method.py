@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
-from lit_kd.assistant_selection import AssistantSelector, NPSDSelector, npsd
+from lit_kd.callbacks.reporting import log_image, log_table
+from lit_kd.contract import KDBatch
 from lit_kd.losses import hint_loss, kd_loss
-from lit_kd.methods.base import Batch, DistillationModule, _split_batch
+from lit_kd.losses.logits import check_temperature
+from lit_kd.methods.amd.report import plot_candidates
+from lit_kd.methods.amd.selection import AssistantSelector, NPSDSelector, npsd
+from lit_kd.methods.base import DistillationModule, HandsOffNetwork
 from lit_kd.models import ModelSpec, create_model
 from lit_kd.pruning import NestedCandidates, PruningError, count_params_and_macs, save_pruned
 from lit_kd.taps import FeatureTap
 
-__all__ = ["AMDSearch", "sandwich"]
+__all__ = ["AMDSearch", "AMDReport", "sandwich", "DEFAULT_SCALES"]
 
 DEFAULT_SCALES = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2)
 
@@ -36,7 +42,7 @@ def sandwich(scales: Sequence[float], random_candidates: int = 1, generator: tor
     return picked
 
 
-class AMDSearch(DistillationModule):
+class AMDSearch(DistillationModule, HandsOffNetwork):
     """Han et al., "AMD: Automatic Multi-step Distillation of Large-scale Vision Models" (ECCV 2024),
     stages 1-3 (lit_kd's reading; the paper's exact rules are not public, see ``docs/amd.md``):
 
@@ -51,11 +57,13 @@ class AMDSearch(DistillationModule):
        keep the teacher's feature shapes, so no projector is needed). Each candidate keeps its own
        BatchNorm running statistics, since its features have their own statistics.
     3. **Selection.** Every validation epoch scores each candidate on the held-out split; at the end
-       of the fit ``selector`` (default :class:`~lit_kd.assistant_selection.NPSDSelector`) picks the TA
-       from the accuracy-vs-scale curve. The candidate table (scale, parameters, MACs, accuracy,
-       NPSD) goes to every W&B logger and to ``<output_dir>/candidates.json``, a plot to
-       ``candidates.png``, and the chosen TA, physically pruned, to ``assistant.pt``: load it as a
-       teacher with ``{name: <teacher name>, checkpoint: <output_dir>/assistant.pt}``.
+       of training ``selector`` (default :class:`~lit_kd.methods.amd.NPSDSelector`) picks the TA from
+       the accuracy-vs-scale curve, and the chosen TA, physically pruned, is written to
+       ``<output_dir>/assistant.pt``: load it as a teacher with ``{name: <teacher name>, checkpoint:
+       <output_dir>/assistant.pt}``; in an assistant chain it is what this step hands on
+       (:meth:`handoff_network`). The report callback (:class:`~lit_kd.methods.amd.AMDReport`, attached
+       automatically) writes the candidate table (scale, parameters, MACs, accuracy, NPSD) to
+       ``<output_dir>/candidates.json`` and to every logger, and a plot to ``candidates.png``.
 
     The logged ``val/acc`` is the largest candidate's; ``amd/val_acc@<scale>`` each candidate's.
 
@@ -101,9 +109,7 @@ class AMDSearch(DistillationModule):
     ) -> None:
         supernet = copy.deepcopy(teacher) if isinstance(teacher, nn.Module) else teacher
         super().__init__(supernet, teacher, **kwargs)
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = temperature
+        self.temperature = check_temperature(temperature)
         self.ce_weight, self.kd_weight, self.feature_weight = ce_weight, kd_weight, feature_weight
         self.random_candidates = random_candidates
         self.selector = selector if selector is not None else NPSDSelector()
@@ -129,15 +135,14 @@ class AMDSearch(DistillationModule):
                 self.register_buffer(f"candidate{i}_bn{j}_var", bn.running_var.detach().clone())
         self.candidate_accuracy: list[float] | None = None
         self.chosen_scale: float | None = None
-        # Set at the end of a fit: the chosen TA as a spec, which an AssistantChain hands to its next step.
-        self.handoff_network: ModelSpec | None = None
+        self.assistant_path: Path | None = None  # where the chosen TA was written (end of training)
 
     def _check_student_fits(self, student: ModelSpec | dict) -> None:
         spec = ModelSpec(**student) if isinstance(student, dict) else student
         if spec.num_classes is None and self.num_classes is not None:
-            spec = ModelSpec(**{**asdict(spec), "num_classes": self.num_classes})
-        student_params = sum(p.numel() for p in create_model(ModelSpec(**{**asdict(spec), "checkpoint": None,
-                                                                            "pretrained": False})).parameters())
+            spec = dataclasses.replace(spec, num_classes=self.num_classes)
+        bare = dataclasses.replace(spec, checkpoint=None, pretrained=False)
+        student_params = sum(p.numel() for p in create_model(bare).parameters())
         too_small = [s for s in self.scales if self.candidates.params(s) <= student_params]
         if too_small:
             raise PruningError(
@@ -169,11 +174,11 @@ class AMDSearch(DistillationModule):
             return self.candidates.extract(scale)
 
     # ------------------------------------------------------------------ stage 2: joint optimization
-    def training_losses(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        image, teacher_image, target = _split_batch(batch)
+    def training_losses(self, batch: KDBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        target = batch.target
         with self.no_teacher_grad():
-            teacher_logits, teacher_features = self.teacher_tap(self.teacher_input(teacher_image))
-        student_image = self.student_input(image)
+            teacher_logits, teacher_features = self.teacher_tap(self.teacher_input(batch.teacher_image))
+        student_image = self.student_input(batch.image)
         total, parts, largest_logits = 0.0, {"ce": 0.0, "kd": 0.0, "feature": 0.0}, None
         for scale in sandwich(self.scales, self.random_candidates):
             with self.candidate(scale):
@@ -190,7 +195,7 @@ class AMDSearch(DistillationModule):
     # ------------------------------------------------------------------ stage 3: scoring and selection
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        if stage == "fit" and "val" not in self._split_names():
+        if stage == "fit" and "val" not in (self.data_info.val_split_names or ("val",)):
             raise ValueError(
                 "AMDSearch scores its candidates on a held-out validation split, and the data has none: set "
                 "data.val_split > 0 (choosing the teacher assistant on the test split would leak it)."
@@ -198,24 +203,23 @@ class AMDSearch(DistillationModule):
         if not hasattr(self, "candidate_metrics"):
             from torchmetrics.classification import MulticlassAccuracy
 
-            classes = self.val_metrics[0]["acc"].num_classes
             self.candidate_metrics = nn.ModuleList(
-                MulticlassAccuracy(classes, average="micro").to(self.device) for _ in self.scales)
+                MulticlassAccuracy(self.output_classes, average="micro").to(self.device) for _ in self.scales)
 
-    def _split_names(self) -> list[str]:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        return list(getattr(datamodule, "val_split_names", None) or ["val"])
+    def configure_callbacks(self) -> list[Callback]:
+        return [AMDReport()]
 
     def forward(self, images: Tensor) -> Tensor:
         """Logits of the largest candidate (the network the base metrics report)."""
         with self.candidate(self.scales[0]):
             return self.student(self.student_input(images))
 
-    def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        batch = KDBatch.from_any(batch)
         logits = super().validation_step(batch, batch_idx, dataloader_idx)
-        if self._split_name(dataloader_idx) == "val":
-            image, _, target = _split_batch(batch)
-            student_image = self.student_input(image)
+        if self.split_name(dataloader_idx) == "val":
+            target = batch.target
+            student_image = self.student_input(batch.image)
             for i, scale in enumerate(self.scales):
                 if i > 0:
                     with self.candidate(scale):
@@ -252,55 +256,61 @@ class AMDSearch(DistillationModule):
                          "chosen": False})
         return rows
 
-    def on_fit_end(self) -> None:
+    def output_folder(self) -> Path:
+        """Where the chosen TA and the report go: ``output_dir``, else ``<default_root_dir>/amd``."""
+        return Path(self.output_dir or Path(self.trainer.default_root_dir) / "amd")
+
+    def on_train_end(self) -> None:
+        """Stage 3: choose the TA from the candidates' validation accuracy and write it, pruned, on rank zero."""
         if self.candidate_accuracy is None:
             warnings.warn("AMDSearch: no validation ran, so no teacher assistant was chosen.", UserWarning, stacklevel=1)
             return
         chosen = self.selector(self.scales, self.candidate_accuracy)
         self.chosen_scale = self.scales[chosen]
-        out = Path(self.output_dir or Path(self.trainer.default_root_dir) / "amd")
-        if self.teacher_spec is not None:
-            self.handoff_network = ModelSpec(**{**asdict(self.teacher_spec), "pretrained": False,
-                                                "checkpoint": str(out / "assistant.pt"), "checkpoint_key": "student"})
+        self.assistant_path = self.output_folder() / "assistant.pt"
         if self.trainer.is_global_zero:
-            self._write_report(chosen, out)
+            self.assistant_path.parent.mkdir(parents=True, exist_ok=True)
+            base = (dataclasses.asdict(dataclasses.replace(self.teacher_spec, checkpoint=None, pretrained=False))
+                    if self.teacher_spec else {})
+            save_pruned(self.extract_candidate(self.chosen_scale), self.candidates.record(self.chosen_scale), base,
+                        self.assistant_path)
         self.trainer.strategy.barrier("amd_assistant_written")
 
-    def _write_report(self, chosen: int, out: Path) -> None:
+    def handoff_network(self) -> ModelSpec | None:
+        """The chosen teacher assistant as a spec (the teacher's architecture, pruned, with the trained
+        weights), which an assistant chain hands to its next step; ``None`` before a TA was chosen or for a
+        teacher given as a module (no spec to rebuild it from)."""
+        if self.assistant_path is None or self.teacher_spec is None:
+            return None
+        return dataclasses.replace(self.teacher_spec, pretrained=False, checkpoint=str(self.assistant_path),
+                                   checkpoint_key="student")
+
+    def candidate_report(self) -> dict[str, Any]:
+        """The search's outcome as plain data: the chosen scale, the selector, and :meth:`candidate_table`
+        with the chosen row marked."""
         rows = self.candidate_table()
-        rows[chosen]["chosen"] = True
+        for row in rows:
+            row["chosen"] = row["scale"] == self.chosen_scale
+        return {"chosen_scale": self.chosen_scale, "teacher_params": sum(p.numel() for p in self.teacher.parameters()),
+                "selector": type(self.selector).__name__, "candidates": rows}
+
+
+class AMDReport(L.Callback):
+    """At the end of an :class:`~lit_kd.methods.amd.AMDSearch` fit (rank zero): ``candidates.json`` and
+    ``candidates.png`` in the search's output folder, the table as ``amd/candidates`` and the plot as
+    ``amd/candidates_plot`` in every logger (W&B table, TensorBoard text, CSV file). The search
+    attaches it itself (``configure_callbacks``)."""
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not isinstance(pl_module, AMDSearch) or pl_module.chosen_scale is None or not trainer.is_global_zero:
+            return
+        report = pl_module.candidate_report()
+        out = pl_module.output_folder()
         out.mkdir(parents=True, exist_ok=True)
-        teacher_params = sum(p.numel() for p in self.teacher.parameters())
-        summary = {"chosen_scale": self.chosen_scale, "teacher_params": teacher_params,
-                   "selector": type(self.selector).__name__, "candidates": rows}
-        (out / "candidates.json").write_text(json.dumps(summary, indent=2))
-        plot_candidates(rows, out / "candidates.png")
-        base = {**asdict(self.teacher_spec), "checkpoint": None, "pretrained": False} if self.teacher_spec else {}
-        save_pruned(self.extract_candidate(self.chosen_scale), self.candidates.record(self.chosen_scale), base,
-                    out / "assistant.pt")
-        columns = list(rows[0])
-        for logger in self.loggers:
-            if hasattr(logger, "log_table"):  # WandbLogger
-                logger.log_table(key="amd/candidates", columns=columns, data=[[r[c] for c in columns] for r in rows])
-
-
-def plot_candidates(rows: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Accuracy vs scale of the candidates, with the chosen teacher assistant marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot([r["scale"] for r in rows], [100 * r["val_acc"] for r in rows], "o-", label="candidates")
-    for r in rows:
-        if r["chosen"]:
-            ax.plot([r["scale"]], [100 * r["val_acc"]], "r*", markersize=16, label=f"chosen TA (scale {r['scale']:g})")
-    ax.set_xlabel("scale (fraction of the teacher's parameters)")
-    ax.set_ylabel("validation top-1 (%)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+        (out / "candidates.json").write_text(json.dumps(report, indent=2))
+        log_table(trainer, "amd/candidates", report["candidates"])
+        try:
+            picture = plot_candidates(report["candidates"], out / "candidates.png")
+        except ImportError:
+            return  # matplotlib is optional (the amd extra): the table and JSON still hold everything
+        log_image(trainer, "amd/candidates_plot", picture)

@@ -16,11 +16,14 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from lit_kd.data.mixup import MixParams, _check_alpha, apply_mix, sample_mix
+from lit_kd.contract import KDBatch
+from lit_kd.data.mixup import MixParams, apply_mix, check_alpha, sample_mix
 from lit_kd.losses import kd_loss
-from lit_kd.methods.base import Batch, DistillationModule, _split_batch
-from lit_kd.models import ModelSpec
-from lit_kd.teacher_cache import TeacherCache, canonical_identity, module_fingerprint
+from lit_kd.losses.logits import check_temperature
+from lit_kd.methods.base import DistillationModule
+from lit_kd.methods.function_matching.teacher_cache import TeacherCache, canonical_identity
+from lit_kd.models import ModelSpec, module_fingerprint
+from lit_kd.seeding import base_seed, mix_seed
 
 __all__ = ["FunctionMatching", "View", "check_resolutions"]
 
@@ -88,7 +91,7 @@ class FunctionMatching(DistillationModule):
     * ``"independent"``: teacher and student get independent random views; with ``mixup_alpha``
       both are mixed with the same partner and coefficient;
     * ``"fixed_teacher"``: the teacher sees the un-augmented evaluation view; its logits never
-      change and are cached by sample index (:class:`~lit_kd.teacher_cache.TeacherCache`).
+      change and are cached by sample index (:class:`~lit_kd.methods.function_matching.TeacherCache`).
 
     Logged: ``train/loss``, ``train/mixup_a`` (the batch's coefficient), ``train/agreement`` (top-1
     match of teacher and student on the training input), and on clean validation images
@@ -105,7 +108,7 @@ class FunctionMatching(DistillationModule):
         allow_upscale: allow a network's ``input_size`` above the data's crop size; with ``False``
             such a setup is refused (see :func:`check_resolutions`).
         teacher_cache: cache the fixed teacher's logits by sample index (``"fixed_teacher"`` only;
-            needs batches with ``"index"``, which KDDataModule adds for ``augmentation:
+            needs batches with ``index``, which KDDataModule adds for ``augmentation:
             fixed_teacher``).
         teacher_cache_dir: also save the cache there and reuse it in later runs; a directory
             written for another teacher, data set or view is refused.
@@ -128,14 +131,13 @@ class FunctionMatching(DistillationModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(student, teacher, log_agreement=log_agreement, **kwargs)
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
+        check_temperature(temperature)
         if view not in DATA_AUGMENTATION:
             raise ValueError(f"view must be one of {', '.join(DATA_AUGMENTATION)}, got {view!r}")
         if mixup_alpha is None and view == "function_matching":
             mixup_alpha = 1.0
         if mixup_alpha is not None:
-            _check_alpha(mixup_alpha)
+            check_alpha(mixup_alpha)
             if view == "fixed_teacher":
                 raise ValueError("mixup does not combine with view='fixed_teacher': the teacher's fixed view is "
                                  "not mixed, so teacher and student would see different images; leave mixup_alpha "
@@ -166,14 +168,13 @@ class FunctionMatching(DistillationModule):
     # ------------------------------------------------------------------ setup checks
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        _, image_size = self._data_info()
+        image_size = self.data_info.image_size
         if image_size is not None:
             check_resolutions(image_size, self.student_input.size, self.teacher_input.size, self.allow_upscale)
             self._resolutions_checked = True
         if stage != "fit":
             return
-        datamodule = getattr(self.trainer, "datamodule", None)
-        augmentation = getattr(datamodule, "augmentation", None)
+        augmentation = self.data_info.augmentation
         needed = DATA_AUGMENTATION[self.view]
         if augmentation is not None and augmentation != needed:
             raise ValueError(
@@ -181,15 +182,17 @@ class FunctionMatching(DistillationModule):
                 f"set data.init_args.augmentation: {needed}"
             )
         if self.use_teacher_cache:  # rebuilt per fit unless teacher, data and view are unchanged
-            self.teacher_cache = self._build_teacher_cache(datamodule)
+            self.teacher_cache = self._build_teacher_cache()
 
-    def _build_teacher_cache(self, datamodule: Any) -> TeacherCache | None:
-        fingerprint = getattr(datamodule, "fingerprint", None)
-        if not callable(fingerprint):
+    def _build_teacher_cache(self) -> TeacherCache | None:
+        fingerprint = self.data_info.fingerprint
+        if fingerprint is None:
             if self.teacher_cache_dir is not None:
-                raise ValueError("teacher_cache_dir needs a data module that identifies its samples "
-                                 "(KDDataModule.fingerprint()); without one the cache could serve stale entries")
-            warnings.warn("view='fixed_teacher': the data has no fingerprint() (use KDDataModule), so teacher "
+                self.data_info.require(
+                    "fingerprint", "FunctionMatching(teacher_cache_dir=...)",
+                    "a fingerprint of the training samples (without one a saved cache could serve stale entries)",
+                    "Use KDDataModule, or declare DataInfo(fingerprint=...) in your data module's data_info().")
+            warnings.warn("view='fixed_teacher': the data declares no fingerprint (use KDDataModule), so teacher "
                           "outputs are recomputed every batch instead of cached", UserWarning, stacklevel=2)
             return None
         data = fingerprint()
@@ -208,7 +211,7 @@ class FunctionMatching(DistillationModule):
             "precision": str(getattr(self.trainer, "precision", None)),
             "channels_last": self.channels_last,
         }
-        num_classes = self.teacher_accuracy.num_classes  # the class count setup() agreed on
+        num_classes = self.output_classes
         previous = self.teacher_cache
         if previous is not None and previous.identity == canonical_identity(identity) and previous.directory == (
                 None if self.teacher_cache_dir is None else Path(self.teacher_cache_dir).expanduser()):
@@ -221,14 +224,12 @@ class FunctionMatching(DistillationModule):
 
     # ------------------------------------------------------------------ mixup randomness
     def _next_mix_generator(self) -> torch.Generator:
-        from lit_kd.data.datamodule import _mix_seed
-
         if self._mix_seed is None:
-            self._mix_seed = int(torch.initial_seed()) & 0x7FFFFFFFFFFFFFFF
+            self._mix_seed = base_seed()
         rank = self.trainer.global_rank if self._trainer is not None else 0
         if self._mix_generator is None:
             self._mix_generator = torch.Generator()
-        self._mix_generator.manual_seed(_mix_seed(self._mix_seed, rank, self._mix_batches))
+        self._mix_generator.manual_seed(mix_seed(self._mix_seed, rank, self._mix_batches))
         self._mix_batches += 1
         return self._mix_generator
 
@@ -244,8 +245,8 @@ class FunctionMatching(DistillationModule):
         return sample_mix(self.mixup_alpha, self._next_mix_generator(), cutmix=self.cutmix)
 
     # ------------------------------------------------------------------ training
-    def _views(self, batch: Batch) -> tuple[Tensor, Tensor]:
-        image, teacher_image, _ = _split_batch(batch)
+    def _views(self, batch: KDBatch) -> tuple[Tensor, Tensor]:
+        image, teacher_image = batch.image, batch.teacher_image
         if self.view in ("consistent", "function_matching"):
             if teacher_image is not image:
                 if teacher_image.shape != image.shape or not torch.equal(teacher_image, image):
@@ -264,8 +265,8 @@ class FunctionMatching(DistillationModule):
             self._resolutions_checked = True
         return image, teacher_image
 
-    def _fixed_teacher_logits(self, batch: Batch, teacher_image: Tensor) -> Tensor:
-        index = batch.get("index") if isinstance(batch, dict) else None
+    def _fixed_teacher_logits(self, batch: KDBatch, teacher_image: Tensor) -> Tensor:
+        index = batch.index
         if self.teacher_cache is None or index is None:
             if self.use_teacher_cache and index is None and not self._warned_no_index:
                 warnings.warn("view='fixed_teacher': batches carry no 'index', so the teacher's outputs are not "
@@ -279,7 +280,7 @@ class FunctionMatching(DistillationModule):
         self.teacher_cache.store(index, fresh)
         return fresh
 
-    def training_losses(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+    def training_losses(self, batch: KDBatch) -> tuple[Tensor, dict[str, Tensor]]:
         image, teacher_image = self._views(batch)
         extra: dict[str, Tensor] = {}
         if self.mixup_alpha is not None:

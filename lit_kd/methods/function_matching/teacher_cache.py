@@ -7,7 +7,7 @@ CPU plus a "filled" mask) and can be saved to and reloaded from a directory.
 
 A cache is only ever valid for one teacher, one data set and one view. Its *identity* (a JSON
 dictionary) records all three: a SHA-256 of the teacher's weights and buffers
-(:func:`module_fingerprint`) with its input normalization and resolution, the data set's name,
+(:func:`lit_kd.models.module_fingerprint`) with its input normalization and resolution, the data set's name,
 split, sample count and hashes of its labels and a few images, the view, and the numeric precision.
 Loading a directory written under another identity raises :class:`TeacherCacheMismatch` naming the
 fields that differ, so a stale or mismatched entry can never be served.
@@ -30,9 +30,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-__all__ = ["TeacherCache", "TeacherCacheMismatch", "module_fingerprint", "canonical_identity"]
+__all__ = ["TeacherCache", "TeacherCacheMismatch", "canonical_identity"]
 
 FORMAT_VERSION = 1
 META_FILE = "teacher_cache.json"
@@ -41,16 +41,6 @@ LOGITS_FILE = "teacher_logits.pt"
 
 class TeacherCacheMismatch(ValueError):
     """A cache (or cache directory) made for another teacher, data set, view or shape."""
-
-
-def module_fingerprint(module: nn.Module) -> str:
-    """SHA-256 over a module's state dict: every parameter and buffer, with names, dtypes and shapes."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return digest.hexdigest()
 
 
 def canonical_identity(identity: dict[str, Any]) -> dict[str, Any]:

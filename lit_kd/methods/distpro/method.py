@@ -6,15 +6,18 @@ import warnings
 from pathlib import Path
 from typing import Any, Literal
 
+import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from lit_kd.callbacks.reporting import log_image, log_table, report_dir
+from lit_kd.contract import KDBatch
 from lit_kd.losses import hcl_loss
-from lit_kd.methods.base import Batch, DistillationModule, _split_batch
-from lit_kd.models import ModelSpec
-from lit_kd.pathways import (
+from lit_kd.methods.base import DistillationModule, weighted_sum
+from lit_kd.methods.distpro.pathways import (
     DistillationProcess,
     Normalization,
     Transform,
@@ -22,7 +25,10 @@ from lit_kd.pathways import (
     enumerate_pathways,
     pathway_weights,
 )
-from lit_kd.taps import FeatureTap, TapError, feature_channels
+from lit_kd.models import ModelSpec
+from lit_kd.taps import FeatureTap, TapError, feature_channels, stage_count
+
+__all__ = ["DistPro", "DistProReport"]
 
 Layer = int | str
 
@@ -71,7 +77,9 @@ class DistPro(DistillationModule):
     optimizer state are untouched by the meta step. α after every meta update is recorded: the
     *process*, written to ``distpro_process.pt`` (and a PNG) at the end of a fit and into every
     checkpoint. ``mode="replay"`` loads a process, resamples it to this run's number of steps and
-    uses its weights instead of meta-learning (no meta-validation data needed).
+    uses its weights instead of meta-learning (no meta-validation data needed). The process file
+    is written at the end of a fit; its picture (and the weights as a table) by the method's report
+    callback (:class:`~lit_kd.methods.distpro.DistProReport`), attached automatically.
 
     Unlike the official code the teacher stays in eval mode (lit_kd's frozen-teacher rule).
 
@@ -91,7 +99,8 @@ class DistPro(DistillationModule):
         ce_weight: weight of the cross-entropy with the labels.
         arch_lr / arch_betas: Adam for α.
         fd_epsilon: ε numerator of the finite-difference Hessian-vector product.
-        plot_process: write a PNG of the process at the end of a fit (and log it to W&B).
+        plot_process: draw the process at the end of a fit (a PNG in the log folder, and an image
+            in every logger that shows pictures).
         log_weights_every: log every pathway weight every this many steps (0: never).
         probe_size: image size of the dummy forward that sizes the transforms.
         **kwargs: the :class:`~lit_kd.methods.base.DistillationModule` arguments (optimizer,
@@ -160,6 +169,7 @@ class DistPro(DistillationModule):
             build_transform(transform, self.student_shapes[j][0], self.teacher_shapes[i][0]) for i, j in self.pathways)
         self.alpha = nn.Parameter(torch.full((len(self.pathways),), float(alpha_init)), requires_grad=mode == "online")
 
+        self.process_path: Path | None = None  # where on_train_end wrote the searched process
         self.replayed: DistillationProcess | None = None
         if mode == "replay":
             if not process:
@@ -198,13 +208,16 @@ class DistPro(DistillationModule):
     # ------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
         super().setup(stage)
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if stage == "fit" and self.mode == "online" and datamodule is not None and not getattr(datamodule, "has_meta_split", False):
-            raise ValueError(
-                "DistPro mode='online' meta-learns the pathway weights on held-out training data, but the data "
-                "has no meta-validation split. Set data.meta_split=0.2 (the official 80/20 split), or replay a "
-                "searched process with mode='replay'."
-            )
+        if stage == "fit" and self.mode == "online" and self._trainer is not None and self.trainer.datamodule is not None:
+            self.data_info.require(
+                "has_meta_split", "DistPro(mode='online')",
+                "a meta-validation split (it meta-learns the pathway weights on held-out training data)",
+                "Set data.meta_split=0.2 (the official 80/20 split) with KDDataModule; with your own data module, "
+                "yield {'train': batch, 'meta_val': batch} training batches and declare "
+                "DataInfo(has_meta_split=True) in data_info(). Or replay a searched process with mode='replay'.")
+
+    def configure_callbacks(self) -> list[Callback]:
+        return [DistProReport()]
 
     def configure_optimizers(self) -> Any:
         config = super().configure_optimizers()
@@ -274,12 +287,8 @@ class DistPro(DistillationModule):
         return -reference_lr * hvp
 
     # ------------------------------------------------------------------ one training step
-    def training_step(self, batch: Batch | dict[str, Batch], batch_idx: int) -> Tensor:
-        if isinstance(batch, dict) and "meta_val" in batch:
-            batch, meta_batch = batch["train"], batch["meta_val"]
-        else:
-            meta_batch = None
-        image, teacher_image, target = _split_batch(batch)
+    def manual_training_step(self, batch: KDBatch, batch_idx: int) -> Tensor:
+        image, teacher_image, target, meta_batch = batch.image, batch.teacher_image, batch.target, batch.meta
         optimizers = self.optimizers()
         optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
         student_optimizer = optimizers[0]
@@ -295,7 +304,7 @@ class DistPro(DistillationModule):
             if meta_batch is None:
                 raise ValueError("DistPro mode='online' needs {'train', 'meta_val'} batches: use KDDataModule with "
                                  "meta_split=0.2 (or replay a process with mode='replay').")
-            meta_image, _, meta_target = _split_batch(meta_batch)
+            meta_image, meta_target = meta_batch.image, meta_batch.target
             train_loss = self.ce_weight * ce + (self.pathway_weights() * pathway_losses).sum()
             alpha_grad = self.alpha_meta_gradient(net, train_loss, student_image, teacher_features,
                                                   self.student_input(meta_image), meta_target,
@@ -312,7 +321,8 @@ class DistPro(DistillationModule):
             weights = pathway_weights(self._replay_alpha[step], self.normalization, self.kd_weight)
 
         distill = (weights.to(pathway_losses.dtype) * pathway_losses).sum()
-        loss = self.ce_weight * ce + distill
+        losses = weighted_sum(ce=(self.ce_weight, ce), distill=(1.0, distill))
+        loss = losses["loss"]
         student_optimizer.zero_grad()
         self.manual_backward(loss)
         student_optimizer.step()
@@ -320,7 +330,7 @@ class DistPro(DistillationModule):
         if scheduler is not None and self.scheduler_interval == "step":
             scheduler.step()
 
-        self.log_training(logits, {"loss": loss.detach(), "ce": ce.detach(), "distill": distill.detach()}, target)
+        self.log_training(logits, losses, target)
         if self.log_weights_every and self.trainer.global_step % self.log_weights_every == 0:
             self.log_dict({f"distpro/w/{name}": w for name, w in zip(self.pathway_names, weights.float())},
                           on_step=True, on_epoch=False)
@@ -345,34 +355,50 @@ class DistPro(DistillationModule):
             self.alpha_trajectory = [row.to(self.alpha.dtype) for row in process.alpha]
 
     def on_train_end(self) -> None:
-        self._write_process()
-
-    @rank_zero_only
-    def _write_process(self) -> None:
+        """Write the searched process (the product a replay run loads) on rank zero."""
         process = self.process()
+        if self.mode != "online" or process.steps == 0 or not self.trainer.is_global_zero:
+            return
+        self.process_path = process.save(self.save_process_path or self.default_process_path())
+
+    def default_process_path(self) -> Path:
+        """``distpro_process.pt`` in the run's log folder."""
+        return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "distpro_process.pt"
+
+
+class DistProReport(L.Callback):
+    """At the end of a DistPro fit: say where the process was written, draw it
+    (``distpro_process.png``, logged as ``distpro/process`` by loggers that show pictures) and log the
+    final pathway weights as the table ``distpro/final_weights``. :class:`DistPro` attaches it itself
+    (``configure_callbacks``); its ``plot_process`` switches the picture off."""
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not isinstance(pl_module, DistPro) or not trainer.is_global_zero:
+            return
+        process = pl_module.process()
         if process.steps == 0:
             return
-        folder = Path(self.trainer.log_dir or self.trainer.default_root_dir)
-        if self.mode == "online":
-            path = process.save(self.save_process_path or folder / "distpro_process.pt")
-            print(f"DistPro: process of {process.steps} steps over {len(self.pathways)} pathways written to {path}")
-        if not self.plot_process:
+        if pl_module.process_path is not None:
+            rank_zero_info(f"DistPro: process of {process.steps} steps over {len(pl_module.pathways)} pathways "
+                           f"written to {pl_module.process_path}")
+        final = process.weights()[-1].tolist()
+        log_table(trainer, "distpro/final_weights",
+                  [{"pathway": name, "weight": weight} for name, weight in zip(process.pathway_names, final)])
+        if not pl_module.plot_process:
             return
         try:
-            image = process.plot(folder / "distpro_process.png", title=f"DistPro process ({self.mode})")
+            picture = process.plot(report_dir(trainer) / "distpro_process.png",
+                                   title=f"DistPro process ({pl_module.mode})")
         except ImportError:
-            warnings.warn("matplotlib is not installed: no PNG of the DistPro process", stacklevel=1)
+            warnings.warn("matplotlib is not installed: no picture of the DistPro process", stacklevel=1)
             return
-        for logger in self.loggers:
-            if hasattr(logger, "log_image"):  # W&B
-                logger.log_image(key="distpro/process", images=[str(image)])
+        log_image(trainer, "distpro/process", picture)
 
 
 def _stage_tap(model: nn.Module, layers: list[Layer] | None, preact: bool | None, role: str) -> FeatureTap:
     """A tap on ``layers`` (default: every ``feature_info`` stage), pre-activation where available."""
     if layers is None:
-        info = getattr(model, "feature_info", None)
-        count = len(info.get_dicts() if hasattr(info, "get_dicts") else info) if info is not None else 0
+        count = stage_count(model)
         if count == 0:
             raise TapError(f"The {role} ({type(model).__name__}) has no feature_info: name its layers with "
                            f"{role}_layers (module names).")
