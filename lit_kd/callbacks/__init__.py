@@ -1,8 +1,26 @@
-"""Lightning callbacks for cross-cutting work: run summaries, throughput, assistant chains, retrieval evaluation."""
+"""Lightning callbacks for cross-cutting work: run summaries, throughput, assistant chains, retrieval
+evaluation, and the reporting helpers that methods' report callbacks use (:mod:`lit_kd.callbacks.reporting`).
 
-from lit_kd.callbacks.chain import AssistantChain, ChainStep
-from lit_kd.callbacks.retrieval import RetrievalEvaluation
-from lit_kd.callbacks.summary import RunSummary
-from lit_kd.callbacks.throughput import ImagesPerSecond
+Imported lazily, so that ``import lit_kd.callbacks.reporting`` stays light.
+"""
 
-__all__ = ["RunSummary", "ImagesPerSecond", "AssistantChain", "ChainStep", "RetrievalEvaluation"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "RunSummary": "lit_kd.callbacks.summary",
+    "ImagesPerSecond": "lit_kd.callbacks.throughput",
+    "AssistantChain": "lit_kd.callbacks.chain",
+    "ChainStep": "lit_kd.callbacks.chain",
+    "RetrievalEvaluation": "lit_kd.callbacks.retrieval",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lit_kd.callbacks' has no attribute {name!r}")
