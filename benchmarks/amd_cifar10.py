@@ -21,6 +21,7 @@ Run: flock /tmp/lit_kd_bench.lock python -m benchmarks.amd_cifar10 --epochs 10 -
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import time
@@ -78,7 +79,7 @@ def full_test(checkpoint: str) -> float:
     """Top-1 of a student checkpoint on the whole 10k test split."""
     from lit_kd.methods import Supervised
 
-    module = Supervised(ModelSpec(**{**STUDENT.__dict__, "checkpoint": checkpoint}))
+    module = Supervised(dataclasses.replace(STUDENT, checkpoint=checkpoint))
     data = KDDataModule(dataset="cifar10", data_dir=str(cifar10_dir()), batch_size=256, val_split=0.1)
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False)

@@ -13,6 +13,7 @@ Importing this package registers the CIFAR zoo (:mod:`lit_kd.models.cifar`) in t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,7 +78,7 @@ def create_model(spec: ModelSpec | str, **overrides: Any) -> nn.Module:
     if isinstance(spec, str):
         spec = ModelSpec(name=spec)
     if overrides:
-        spec = ModelSpec(**{**spec.__dict__, **overrides})
+        spec = dataclasses.replace(spec, **overrides)
     if not timm.is_model(spec.name):
         close = timm.list_models(f"*{spec.name.split('.')[0][:6]}*")[:8]
         hint = f" Close names: {', '.join(close)}." if close else ""
