@@ -8,10 +8,13 @@ rule is :func:`lit_kd.losses.precision.loss_dtype`; losses apply it with
 """
 
 from lit_kd.losses.dense_guidance import dense_guidance_loss, drop_guides
+from lit_kd.losses.dkd import dkd_loss, dkd_terms, dkd_warmup_factor
 from lit_kd.losses.features import hcl_loss, hint_loss
 from lit_kd.losses.logits import kd_loss
 from lit_kd.losses.precision import loss_dtype, promote
 from lit_kd.losses.relational import pkt_loss
 
 __all__ = ["kd_loss", "hint_loss", "hcl_loss", "pkt_loss", "dense_guidance_loss", "drop_guides", "loss_dtype",
-           "promote"]
+           "promote",
+           # logit-based family (issue 13)
+           "dkd_loss", "dkd_terms", "dkd_warmup_factor"]
