@@ -13,6 +13,7 @@ import pytest
 import torch
 from golden import cases, load_golden
 
+from lit_kd.losses.dist import dist_loss, dist_terms, pearson_correlation
 from lit_kd.losses.dkd import dkd_loss, dkd_terms, dkd_warmup_factor
 
 RTOL, ATOL = 1e-10, 1e-12
@@ -35,7 +36,7 @@ def named(fixture: str, keep=lambda case: True) -> list:
 
 
 def test_fixtures_name_their_official_source() -> None:
-    for name in ["dkd"]:
+    for name in ["dkd", "dist"]:
         source = load_golden(name)["source"]
         assert len(source["commit"]) == 40 and source["files"], name
 
@@ -125,3 +126,32 @@ def test_dkd_rejects_bad_input() -> None:
         dkd_loss(student[:, :1], teacher[:, :1], torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="warmup_epochs"):
         dkd_warmup_factor(3, 0)
+
+
+# -------------------------------------------------------------------------------------------- DIST
+@pytest.mark.parametrize("case", named("dist"))
+def test_dist_matches_official(case: dict) -> None:
+    inputs, params = case["inputs"], case["params"]
+    loss, grad = value_and_grad(dist_loss, inputs["student_logits"], inputs["teacher_logits"], params["beta"],
+                                params["gamma"], params["temperature"])
+    assert_close(loss, case["outputs"]["loss"])
+    assert_close(grad, case["grads"]["student_logits"])
+    inter, intra = dist_terms(inputs["student_logits"], inputs["teacher_logits"], params["temperature"])
+    assert_close(inter, case["outputs"]["inter"])
+    assert_close(intra, case["outputs"]["intra"])
+
+
+def test_dist_correlation_by_hand() -> None:
+    a, b = torch.tensor([[1.0, 2.0, 4.0]], dtype=torch.float64), torch.tensor([[2.0, 1.0, 0.0]], dtype=torch.float64)
+    # centred: (-4/3, -1/3, 5/3) and (1, 0, -1): dot -3, norms sqrt(42)/3 and sqrt(2)
+    assert_close(pearson_correlation(a, b, eps=0.0), torch.tensor([-3.0 / (math.sqrt(42) / 3 * math.sqrt(2))], dtype=torch.float64))
+
+
+def test_dist_rejects_bad_input() -> None:
+    student, teacher = torch.randn(3, 5), torch.randn(3, 5)
+    with pytest.raises(ValueError, match="temperature"):
+        dist_loss(student, teacher, temperature=-1.0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        dist_loss(student, teacher[:2])
+    with pytest.raises(ValueError, match=r"\(batch, classes\)"):
+        dist_loss(student.reshape(3, 5, 1), teacher.reshape(3, 5, 1))

@@ -8,6 +8,7 @@ rule is :func:`lit_kd.losses.precision.loss_dtype`; losses apply it with
 """
 
 from lit_kd.losses.dense_guidance import dense_guidance_loss, drop_guides
+from lit_kd.losses.dist import dist_loss, dist_terms, pearson_correlation
 from lit_kd.losses.dkd import dkd_loss, dkd_terms, dkd_warmup_factor
 from lit_kd.losses.features import hcl_loss, hint_loss
 from lit_kd.losses.logits import kd_loss
@@ -17,4 +18,4 @@ from lit_kd.losses.relational import pkt_loss
 __all__ = ["kd_loss", "hint_loss", "hcl_loss", "pkt_loss", "dense_guidance_loss", "drop_guides", "loss_dtype",
            "promote",
            # logit-based family (issue 13)
-           "dkd_loss", "dkd_terms", "dkd_warmup_factor"]
+           "dkd_loss", "dkd_terms", "dkd_warmup_factor", "dist_loss", "dist_terms", "pearson_correlation"]
