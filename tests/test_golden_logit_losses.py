@@ -15,6 +15,7 @@ from golden import cases, load_golden
 
 from lit_kd.losses.dist import dist_loss, dist_terms, pearson_correlation
 from lit_kd.losses.dkd import dkd_loss, dkd_terms, dkd_warmup_factor
+from lit_kd.losses.standardization import standardize_logits, standardized_kd_loss
 
 RTOL, ATOL = 1e-10, 1e-12
 
@@ -36,7 +37,7 @@ def named(fixture: str, keep=lambda case: True) -> list:
 
 
 def test_fixtures_name_their_official_source() -> None:
-    for name in ["dkd", "dist"]:
+    for name in ["dkd", "dist", "logit_standardization"]:
         source = load_golden(name)["source"]
         assert len(source["commit"]) == 40 and source["files"], name
 
@@ -155,3 +156,57 @@ def test_dist_rejects_bad_input() -> None:
         dist_loss(student, teacher[:2])
     with pytest.raises(ValueError, match=r"\(batch, classes\)"):
         dist_loss(student.reshape(3, 5, 1), teacher.reshape(3, 5, 1))
+
+
+# ---------------------------------------------------------------------------- logit standardization
+def _standardization_cases(kind: str) -> list:
+    return named("logit_standardization", lambda c: c["params"]["kind"] == kind)
+
+
+@pytest.mark.parametrize("case", _standardization_cases("standardize"))
+def test_standardize_logits_matches_official(case: dict) -> None:
+    logits = case["inputs"]["logits"].clone().requires_grad_(True)
+    standardized = standardize_logits(logits)
+    (grad,) = torch.autograd.grad((standardized * case["inputs"]["weights"]).sum(), logits)
+    assert_close(standardized, case["outputs"]["standardized"])
+    assert_close(grad, case["grads"]["logits"])
+
+
+@pytest.mark.parametrize("case", _standardization_cases("kd"))
+def test_standardized_kd_matches_official(case: dict) -> None:
+    inputs = case["inputs"]
+    loss, grad = value_and_grad(standardized_kd_loss, inputs["student_logits"], inputs["teacher_logits"],
+                                case["params"]["temperature"])
+    assert_close(loss, case["outputs"]["loss"])
+    assert_close(grad, case["grads"]["student_logits"])
+
+
+@pytest.mark.parametrize("case", _standardization_cases("dkd"))
+def test_dkd_on_standardized_logits_matches_official(case: dict) -> None:
+    inputs, params = case["inputs"], case["params"]
+
+    def loss_fn(student: torch.Tensor) -> torch.Tensor:
+        return dkd_loss(standardize_logits(student), standardize_logits(inputs["teacher_logits"]), inputs["target"],
+                        params["alpha"], params["beta"], params["temperature"])
+
+    loss, grad = value_and_grad(loss_fn, inputs["student_logits"])
+    assert_close(loss, case["outputs"]["loss"])
+    assert_close(grad, case["grads"]["student_logits"])
+
+
+def test_standardize_logits_conventions_by_hand() -> None:
+    row = torch.tensor([[1.0, 2.0, 6.0]], dtype=torch.float64)  # mean 3, squared deviations 4 + 1 + 9 = 14
+    assert_close(standardize_logits(row, eps=0.0), (row - 3.0) / math.sqrt(14 / 2))
+    assert_close(standardize_logits(row, unbiased=False, eps=0.0), (row - 3.0) / math.sqrt(14 / 3))
+    assert_close(standardize_logits(row), (row - 3.0) / (math.sqrt(7) + 1e-7))
+    assert_close(standardize_logits(torch.full((2, 4), 3.0, dtype=torch.float64)), torch.zeros(2, 4))
+    # invariant to a per-sample shift and positive scale: an affine copy of the teacher is matched exactly
+    assert_close(standardized_kd_loss(row, 4.0 * row - 1.0, eps=0.0), 0.0)
+
+
+def test_standardized_kd_rejects_bad_input() -> None:
+    student, teacher = torch.randn(3, 5), torch.randn(3, 5)
+    with pytest.raises(ValueError, match="temperature"):
+        standardized_kd_loss(student, teacher, temperature=0.0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        standardized_kd_loss(student, teacher[:, :3])

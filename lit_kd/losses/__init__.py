@@ -14,8 +14,10 @@ from lit_kd.losses.features import hcl_loss, hint_loss
 from lit_kd.losses.logits import kd_loss
 from lit_kd.losses.precision import loss_dtype, promote
 from lit_kd.losses.relational import pkt_loss
+from lit_kd.losses.standardization import standardize_logits, standardized_kd_loss
 
 __all__ = ["kd_loss", "hint_loss", "hcl_loss", "pkt_loss", "dense_guidance_loss", "drop_guides", "loss_dtype",
            "promote",
            # logit-based family (issue 13)
-           "dkd_loss", "dkd_terms", "dkd_warmup_factor", "dist_loss", "dist_terms", "pearson_correlation"]
+           "dkd_loss", "dkd_terms", "dkd_warmup_factor", "dist_loss", "dist_terms", "pearson_correlation",
+           "standardize_logits", "standardized_kd_loss"]
