@@ -13,9 +13,12 @@ import pytest
 import torch
 from golden import cases, load_golden
 
+from lit_kd.losses.ctkd import ctkd_lambda, learned_temperature_kd_loss
 from lit_kd.losses.dist import dist_loss, dist_terms, pearson_correlation
 from lit_kd.losses.dkd import dkd_loss, dkd_terms, dkd_warmup_factor
+from lit_kd.losses.logits import kd_loss
 from lit_kd.losses.standardization import standardize_logits, standardized_kd_loss
+from lit_kd.methods.ctkd import GlobalTemperature, InstanceTemperature, reverse_gradient
 
 RTOL, ATOL = 1e-10, 1e-12
 
@@ -37,7 +40,7 @@ def named(fixture: str, keep=lambda case: True) -> list:
 
 
 def test_fixtures_name_their_official_source() -> None:
-    for name in ["dkd", "dist", "logit_standardization"]:
+    for name in ["dkd", "dist", "logit_standardization", "ctkd"]:
         source = load_golden(name)["source"]
         assert len(source["commit"]) == 40 and source["files"], name
 
@@ -210,3 +213,112 @@ def test_standardized_kd_rejects_bad_input() -> None:
         standardized_kd_loss(student, teacher, temperature=0.0)
     with pytest.raises(ValueError, match="differ in shape"):
         standardized_kd_loss(student, teacher[:, :3])
+
+
+# -------------------------------------------------------------------------------------------- CTKD
+def _ctkd_cases(kind: str) -> list:
+    return named("ctkd", lambda c: c["params"]["kind"] == kind)
+
+
+@pytest.mark.parametrize("case", _ctkd_cases("schedule"))
+def test_ctkd_lambda_matches_official_cosine_decay(case: dict) -> None:
+    params = case["params"]
+    # official value = -lambda, with the paper's lambda rising from -decay_max to -decay_min
+    ours = [-ctkd_lambda(epoch, params["decay_loops"], lambda_min=-params["decay_max"], lambda_max=-params["decay_min"])
+            for epoch in params["epochs"]]
+    assert_close(torch.tensor(ours, dtype=torch.float64), case["outputs"]["value"])
+
+
+def test_ctkd_lambda_defaults_by_hand() -> None:
+    assert ctkd_lambda(0) == 0.0 and ctkd_lambda(10) == 1.0 and ctkd_lambda(500) == 1.0 and ctkd_lambda(-3) == 0.0
+    assert_close(ctkd_lambda(5), 0.5)
+    assert_close(ctkd_lambda(1), (1 - math.cos(math.pi / 10)) / 2)
+
+
+@pytest.mark.parametrize("case", _ctkd_cases("grl"))
+def test_reverse_gradient_matches_official_layer(case: dict) -> None:
+    x = case["inputs"]["x"].clone().requires_grad_(True)
+    y = reverse_gradient(x, -case["params"]["value"])
+    (grad,) = torch.autograd.grad(y, x, case["inputs"]["upstream"])
+    assert_close(y, case["outputs"]["y"])
+    assert_close(grad, case["grads"]["x"])
+
+
+@pytest.mark.parametrize("case", _ctkd_cases("global"))
+def test_global_temperature_and_kd_match_official(case: dict) -> None:
+    inputs, params = case["inputs"], case["params"]
+    lambda_ = ctkd_lambda(params["epoch"])
+    assert_close(-lambda_, params["decay_value"])
+    module = GlobalTemperature(params["t_start"], params["t_end"]).double()
+    with torch.no_grad():
+        module.theta.fill_(params["weight"])  # the official module's weight, copied exactly
+    student = inputs["student_logits"].clone().requires_grad_(True)
+    temperature = module(student, inputs["teacher_logits"], lambda_)
+    loss = learned_temperature_kd_loss(student, inputs["teacher_logits"], temperature)
+    loss.backward()
+    assert_close(temperature.reshape(1), case["outputs"]["temperature"])
+    assert_close(loss.reshape(1), case["outputs"]["loss"])
+    assert_close(student.grad, case["grads"]["student_logits"])
+    assert_close(module.theta.grad.reshape(1), case["grads"]["temperature_parameter"])
+
+
+@pytest.mark.parametrize("case", _ctkd_cases("instance"))
+def test_per_sample_temperature_kd_matches_official_readme(case: dict) -> None:
+    inputs = case["inputs"]
+    student = inputs["student_logits"].clone().requires_grad_(True)
+    temperature = inputs["temperature"].clone().requires_grad_(True)
+    loss = learned_temperature_kd_loss(student, inputs["teacher_logits"], temperature, teacher_eps=1e-7)
+    loss.backward()
+    assert_close(loss, case["outputs"]["loss"])
+    assert_close(student.grad, case["grads"]["student_logits"])
+    assert_close(temperature.grad, case["grads"]["temperature"])
+    # without the official 1e-7 it is the exact per-sample KD, T_b^2 KL_b, averaged over the batch
+    exact = learned_temperature_kd_loss(inputs["student_logits"], inputs["teacher_logits"], inputs["temperature"])
+    by_sample = [kd_loss(inputs["student_logits"][b:b + 1], inputs["teacher_logits"][b:b + 1], float(tau))
+                 for b, tau in enumerate(inputs["temperature"])]
+    assert_close(exact, torch.stack(by_sample).mean())
+
+
+def test_scalar_learned_temperature_equals_kd_loss() -> None:
+    student, teacher = torch.randn(4, 7, dtype=torch.float64), torch.randn(4, 7, dtype=torch.float64)
+    assert_close(learned_temperature_kd_loss(student, teacher, torch.tensor(3.0, dtype=torch.float64)),
+                 kd_loss(student, teacher, 3.0))
+
+
+def test_instance_temperature_reverses_gradient_and_spares_the_student() -> None:
+    # no official code in the repository: compare with the same MLP evaluated without the reversal
+    torch.manual_seed(0)
+    module = InstanceTemperature(num_classes=5, hidden_dim=8).double()
+    student = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    teacher = torch.randn(3, 5, dtype=torch.float64)
+    temperature = module(student, teacher, lambda_=0.25)
+    assert temperature.shape == (3,) and bool(((temperature > 1.0) & (temperature < 21.0)).all())
+    loss = learned_temperature_kd_loss(student, teacher, temperature)
+    grads = torch.autograd.grad(loss, [student, *module.parameters()])
+
+    plain = 1.0 + 20.0 * torch.sigmoid(module.mlp(torch.cat([teacher, student.detach()], dim=1)).squeeze(1))
+    assert_close(plain, temperature)
+    plain_loss = learned_temperature_kd_loss(student, teacher, plain)
+    plain_grads = torch.autograd.grad(plain_loss, [student, *module.parameters()])
+    assert_close(grads[0], plain_grads[0])  # the student's gradient: only the KD term, not through the MLP
+    for reversed_grad, grad in zip(grads[1:], plain_grads[1:]):
+        assert_close(reversed_grad, -0.25 * grad)
+    assert float(plain_grads[-1].abs().sum()) > 0
+
+
+def test_ctkd_rejects_bad_input() -> None:
+    student, teacher = torch.randn(3, 5), torch.randn(3, 5)
+    with pytest.raises(ValueError, match="temperature must be finite and > 0"):
+        learned_temperature_kd_loss(student, teacher, torch.tensor([1.0, 0.0, 2.0]))
+    with pytest.raises(ValueError, match="one value per sample"):
+        learned_temperature_kd_loss(student, teacher, torch.ones(2))
+    with pytest.raises(ValueError, match="as a tensor"):
+        learned_temperature_kd_loss(student, teacher, 4.0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        learned_temperature_kd_loss(student, teacher[:, :2], torch.tensor(2.0))
+    with pytest.raises(ValueError, match="num_loops"):
+        ctkd_lambda(3, num_loops=0)
+    with pytest.raises(ValueError, match="min_temperature"):
+        GlobalTemperature(min_temperature=0.0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        InstanceTemperature(5)(student, teacher[:, :4], 1.0)

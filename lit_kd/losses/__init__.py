@@ -7,6 +7,7 @@ rule is :func:`lit_kd.losses.precision.loss_dtype`; losses apply it with
 :func:`~lit_kd.losses.precision.promote` and return a scalar of that dtype.
 """
 
+from lit_kd.losses.ctkd import ctkd_lambda, learned_temperature_kd_loss
 from lit_kd.losses.dense_guidance import dense_guidance_loss, drop_guides
 from lit_kd.losses.dist import dist_loss, dist_terms, pearson_correlation
 from lit_kd.losses.dkd import dkd_loss, dkd_terms, dkd_warmup_factor
@@ -20,4 +21,5 @@ __all__ = ["kd_loss", "hint_loss", "hcl_loss", "pkt_loss", "dense_guidance_loss"
            "promote",
            # logit-based family (issue 13)
            "dkd_loss", "dkd_terms", "dkd_warmup_factor", "dist_loss", "dist_terms", "pearson_correlation",
-           "standardize_logits", "standardized_kd_loss"]
+           "standardize_logits", "standardized_kd_loss",
+           "ctkd_lambda", "learned_temperature_kd_loss"]
