@@ -17,6 +17,8 @@ from lit_kd.losses.ctkd import ctkd_lambda, learned_temperature_kd_loss
 from lit_kd.losses.dist import dist_loss, dist_terms, pearson_correlation
 from lit_kd.losses.dkd import dkd_loss, dkd_terms, dkd_warmup_factor
 from lit_kd.losses.logits import kd_loss
+from lit_kd.losses.mlkd import (mlkd_batch_loss, mlkd_class_loss, mlkd_confidence_masks, mlkd_instance_loss, mlkd_loss,
+                                mlkd_terms)
 from lit_kd.losses.standardization import standardize_logits, standardized_kd_loss
 from lit_kd.methods.ctkd import GlobalTemperature, InstanceTemperature, reverse_gradient
 
@@ -40,7 +42,7 @@ def named(fixture: str, keep=lambda case: True) -> list:
 
 
 def test_fixtures_name_their_official_source() -> None:
-    for name in ["dkd", "dist", "logit_standardization", "ctkd"]:
+    for name in ["dkd", "dist", "logit_standardization", "ctkd", "mlkd"]:
         source = load_golden(name)["source"]
         assert len(source["commit"]) == 40 and source["files"], name
 
@@ -322,3 +324,57 @@ def test_ctkd_rejects_bad_input() -> None:
         GlobalTemperature(min_temperature=0.0)
     with pytest.raises(ValueError, match="differ in shape"):
         InstanceTemperature(5)(student, teacher[:, :4], 1.0)
+
+
+# -------------------------------------------------------------------------------------------- MLKD
+@pytest.mark.parametrize("case", named("mlkd", lambda c: c["params"]["kind"] == "levels"))
+def test_mlkd_levels_match_official(case: dict) -> None:
+    inputs, temperature = case["inputs"], case["params"]["temperature"]
+    weights = inputs["sample_weight"]
+    for key, loss_fn in [("instance_per_sample_weighted", lambda s, t: mlkd_instance_loss(s, t, temperature, weights)),
+                         ("class", lambda s, t: mlkd_class_loss(s, t, temperature)),
+                         ("batch", lambda s, t: mlkd_batch_loss(s, t, temperature))]:
+        loss, grad = value_and_grad(loss_fn, inputs["student_logits"], inputs["teacher_logits"])
+        assert_close(loss, case["outputs"][key])
+        assert_close(grad, case["grads"][key])
+    assert_close(mlkd_instance_loss(inputs["student_logits"], inputs["teacher_logits"], temperature),
+                 kd_loss(inputs["student_logits"], inputs["teacher_logits"], temperature))
+
+
+@pytest.mark.parametrize("case", named("mlkd", lambda c: c["params"]["kind"] == "composite"))
+def test_mlkd_composite_matches_official_forward_train(case: dict) -> None:
+    inputs, params = case["inputs"], case["params"]
+    student_weak = inputs["student_weak"].clone().requires_grad_(True)
+    student_strong = inputs["student_strong"].clone().requires_grad_(True)
+    terms = mlkd_terms(student_weak, inputs["teacher_weak"], student_strong, inputs["teacher_strong"],
+                       params["base_temperature"], params["kd_weight"], standardize=params["standardize"])
+    for key in ["instance", "class", "batch"]:
+        assert_close(terms[key], case["outputs"][key])
+    total = mlkd_loss(student_weak, inputs["teacher_weak"], student_strong, inputs["teacher_strong"],
+                      params["base_temperature"], params["kd_weight"], standardize=params["standardize"])
+    assert_close(total, case["outputs"]["total"])
+    grad_weak, grad_strong = torch.autograd.grad(total, [student_weak, student_strong])
+    assert_close(grad_weak, case["grads"]["student_weak"])
+    assert_close(grad_strong, case["grads"]["student_strong"])
+
+
+def test_mlkd_masks_keep_the_less_confident_half() -> None:
+    teacher = torch.tensor([[4.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.5], [0.0, 3.0, 0.0]], dtype=torch.float64)
+    sample_mask, class_mask = mlkd_confidence_masks(teacher)
+    assert sample_mask.tolist() == [False, True, True, False]  # top probabilities .965, .576, .452, .909
+    probs = teacher.softmax(1).sum(0)
+    assert class_mask.tolist() == (probs <= probs.median()).tolist()  # odd count: the middle value itself
+
+
+def test_mlkd_rejects_bad_input() -> None:
+    student, teacher = torch.randn(4, 5), torch.randn(4, 5)
+    with pytest.raises(ValueError, match="temperature"):
+        mlkd_batch_loss(student, teacher, 0.0)
+    with pytest.raises(ValueError, match="base_temperature"):
+        mlkd_loss(student, teacher, student, teacher, base_temperature=-2.0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        mlkd_class_loss(student, teacher[:, :3], 4.0)
+    with pytest.raises(ValueError, match="weak vs strong"):
+        mlkd_loss(student, teacher, student[:2], teacher[:2])
+    with pytest.raises(ValueError, match="one weight per sample"):
+        mlkd_instance_loss(student, teacher, 4.0, sample_weight=torch.ones(3))

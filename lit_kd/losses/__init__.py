@@ -13,6 +13,8 @@ from lit_kd.losses.dist import dist_loss, dist_terms, pearson_correlation
 from lit_kd.losses.dkd import dkd_loss, dkd_terms, dkd_warmup_factor
 from lit_kd.losses.features import hcl_loss, hint_loss
 from lit_kd.losses.logits import kd_loss
+from lit_kd.losses.mlkd import (mlkd_batch_loss, mlkd_class_loss, mlkd_confidence_masks, mlkd_instance_loss, mlkd_loss,
+                                mlkd_terms)
 from lit_kd.losses.precision import loss_dtype, promote
 from lit_kd.losses.relational import pkt_loss
 from lit_kd.losses.standardization import standardize_logits, standardized_kd_loss
@@ -22,4 +24,5 @@ __all__ = ["kd_loss", "hint_loss", "hcl_loss", "pkt_loss", "dense_guidance_loss"
            # logit-based family (issue 13)
            "dkd_loss", "dkd_terms", "dkd_warmup_factor", "dist_loss", "dist_terms", "pearson_correlation",
            "standardize_logits", "standardized_kd_loss",
-           "ctkd_lambda", "learned_temperature_kd_loss"]
+           "ctkd_lambda", "learned_temperature_kd_loss",
+           "mlkd_loss", "mlkd_terms", "mlkd_instance_loss", "mlkd_batch_loss", "mlkd_class_loss", "mlkd_confidence_masks"]
