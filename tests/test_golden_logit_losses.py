@@ -19,7 +19,9 @@ from lit_kd.losses.dkd import dkd_loss, dkd_terms, dkd_warmup_factor
 from lit_kd.losses.logits import kd_loss
 from lit_kd.losses.mlkd import (mlkd_batch_loss, mlkd_class_loss, mlkd_confidence_masks, mlkd_instance_loss, mlkd_loss,
                                 mlkd_terms)
+from lit_kd.losses.nkd import nkd_loss
 from lit_kd.losses.standardization import standardize_logits, standardized_kd_loss
+from lit_kd.losses.wsld import wsld_loss
 from lit_kd.methods.ctkd import GlobalTemperature, InstanceTemperature, reverse_gradient
 
 RTOL, ATOL = 1e-10, 1e-12
@@ -42,7 +44,7 @@ def named(fixture: str, keep=lambda case: True) -> list:
 
 
 def test_fixtures_name_their_official_source() -> None:
-    for name in ["dkd", "dist", "logit_standardization", "ctkd", "mlkd"]:
+    for name in ["dkd", "dist", "logit_standardization", "ctkd", "mlkd", "nkd", "wsld"]:
         source = load_golden(name)["source"]
         assert len(source["commit"]) == 40 and source["files"], name
 
@@ -378,3 +380,74 @@ def test_mlkd_rejects_bad_input() -> None:
         mlkd_loss(student, teacher, student[:2], teacher[:2])
     with pytest.raises(ValueError, match="one weight per sample"):
         mlkd_instance_loss(student, teacher, 4.0, sample_weight=torch.ones(3))
+
+
+# --------------------------------------------------------------------------------------------- NKD
+@pytest.mark.parametrize("case", named("nkd"))
+def test_nkd_matches_official(case: dict) -> None:
+    inputs, params = case["inputs"], case["params"]
+    if "soft_target" in inputs:  # the official loss reduces soft labels to their argmax
+        assert torch.equal(inputs["soft_target"].argmax(1), inputs["target"])
+    loss, grad = value_and_grad(nkd_loss, inputs["student_logits"], inputs["teacher_logits"], inputs["target"],
+                                params["temperature"], params["gamma"])
+    assert_close(loss, case["outputs"]["loss"])
+    assert_close(grad, case["grads"]["student_logits"])
+
+
+def test_nkd_by_hand() -> None:
+    student = torch.tensor([[2.0, 0.0, 1.0]], dtype=torch.float64)
+    teacher = torch.tensor([[1.0, 3.0, 0.0]], dtype=torch.float64)
+    p_s, p_t = student.softmax(1)[0], teacher.softmax(1)[0]
+    target_term = -p_t[2] * p_s[2].log()
+    # non-target logits (classes 0, 1) divided by lambda = 2
+    rest_s, rest_t = torch.tensor([2.0, 0.0]).double() / 2, torch.tensor([1.0, 3.0]).double() / 2
+    non_target = -(rest_t.softmax(0) * rest_s.log_softmax(0)).sum()
+    expected = target_term + 1.5 * 4 * non_target
+    assert_close(nkd_loss(student, teacher, torch.tensor([2]), temperature=2.0, gamma=1.5), expected)
+
+
+def test_nkd_rejects_bad_input() -> None:
+    student, teacher, target = torch.randn(3, 5), torch.randn(3, 5), torch.tensor([0, 4, 2])
+    with pytest.raises(ValueError, match="temperature"):
+        nkd_loss(student, teacher, target, temperature=0.0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        nkd_loss(student, teacher[:, 1:], target)
+    with pytest.raises(ValueError, match=r"\[0, 4\]"):
+        nkd_loss(student, teacher, torch.tensor([0, 9, 2]))
+    with pytest.raises(ValueError, match="argmax"):
+        nkd_loss(student, teacher, torch.softmax(student, 1).long())
+
+
+# -------------------------------------------------------------------------------------------- WSLD
+@pytest.mark.parametrize("case", named("wsld"))
+def test_wsld_matches_official(case: dict) -> None:
+    inputs, params = case["inputs"], case["params"]
+    args = (inputs["teacher_logits"], inputs["target"], params["temperature"])
+    loss, grad = value_and_grad(lambda s, *a: params["alpha"] * wsld_loss(s, *a), inputs["student_logits"], *args)
+    assert_close(loss, case["outputs"]["cls_kd_loss"])
+    assert_close(grad, case["grads"]["cls_kd_student_logits"])
+    if "authors_total" in case["outputs"]:  # the authors' distiller: CE + 2.5 * soft loss
+        def authors(student: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.cross_entropy(student, inputs["target"]) + 2.5 * wsld_loss(student, *args)
+
+        loss, grad = value_and_grad(authors, inputs["student_logits"])
+        assert_close(loss, case["outputs"]["authors_total"])
+        assert_close(grad, case["grads"]["authors_student_logits"])
+
+
+def test_wsld_weight_by_hand() -> None:
+    logits = torch.tensor([[1.0, 2.0, 0.5]], dtype=torch.float64)
+    # identical networks: ratio 1, weight 1 - 1/e (eps 0), soft term = T^2 * entropy of softmax(z / T)
+    probs = (logits / 3.0).softmax(1)
+    expected = (1 - math.exp(-1.0)) * 9.0 * -(probs * probs.log()).sum()
+    assert_close(wsld_loss(logits, logits.clone(), torch.tensor([1]), temperature=3.0, eps=0.0), expected)
+
+
+def test_wsld_rejects_bad_input() -> None:
+    student, teacher, target = torch.randn(3, 5), torch.randn(3, 5), torch.tensor([0, 4, 2])
+    with pytest.raises(ValueError, match="temperature"):
+        wsld_loss(student, teacher, target, temperature=float("inf"))
+    with pytest.raises(ValueError, match="differ in shape"):
+        wsld_loss(student, teacher[:2], target)
+    with pytest.raises(ValueError, match=r"\[0, 4\]"):
+        wsld_loss(student, teacher, torch.tensor([0, 5, 2]))
