@@ -21,6 +21,7 @@ from lit_kd.losses.mlkd import (mlkd_batch_loss, mlkd_class_loss, mlkd_confidenc
                                 mlkd_terms)
 from lit_kd.losses.nkd import nkd_loss
 from lit_kd.losses.standardization import standardize_logits, standardized_kd_loss
+from lit_kd.losses.taid import taid_loss, taid_update
 from lit_kd.losses.wsld import wsld_loss
 from lit_kd.methods.ctkd import GlobalTemperature, InstanceTemperature, reverse_gradient
 
@@ -44,7 +45,7 @@ def named(fixture: str, keep=lambda case: True) -> list:
 
 
 def test_fixtures_name_their_official_source() -> None:
-    for name in ["dkd", "dist", "logit_standardization", "ctkd", "mlkd", "nkd", "wsld"]:
+    for name in ["dkd", "dist", "logit_standardization", "ctkd", "mlkd", "nkd", "wsld", "taid"]:
         source = load_golden(name)["source"]
         assert len(source["commit"]) == 40 and source["files"], name
 
@@ -451,3 +452,63 @@ def test_wsld_rejects_bad_input() -> None:
         wsld_loss(student, teacher[:2], target)
     with pytest.raises(ValueError, match=r"\[0, 4\]"):
         wsld_loss(student, teacher, torch.tensor([0, 5, 2]))
+
+
+# -------------------------------------------------------------------------------------------- TAID
+@pytest.mark.parametrize("case", named("taid", lambda c: c["params"]["kind"] == "loss"))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_taid_loss_matches_official(case: dict, dtype: torch.dtype) -> None:
+    # the official loss computes in float32 (softmax(..., dtype=float32)): compare at float32 tolerance
+    inputs, t = case["inputs"], case["params"]["t"]
+    student, teacher = inputs["student_logits"].to(dtype), inputs["teacher_logits"].to(dtype)
+    loss, grad = value_and_grad(taid_loss, student, teacher, t, official=True)
+    assert loss.dtype == dtype
+    assert_close(loss, case["outputs"]["loss"], rtol=2e-6, atol=2e-6)
+    assert_close(grad, case["grads"]["student_logits"], rtol=2e-5, atol=1e-7)
+    # the paper's KL: the official cross-entropy minus the entropy of the target, the same gradient
+    kl, kl_grad = value_and_grad(taid_loss, student, teacher, t)
+    target = ((1 - t) * student.double() + t * teacher.double()).softmax(1)
+    entropy = -(target * target.log()).sum(1).mean()
+    assert_close(kl, case["outputs"]["loss"] - entropy, rtol=2e-6, atol=2e-6)
+    assert_close(kl_grad, grad, rtol=1e-12 if dtype == torch.float64 else 1e-6, atol=1e-12 if dtype == torch.float64 else 1e-7)
+
+
+def test_taid_loss_at_t1_is_forward_kl() -> None:
+    student, teacher = torch.randn(3, 6, dtype=torch.float64), torch.randn(3, 6, dtype=torch.float64)
+    assert_close(taid_loss(student, teacher, 1.0), kd_loss(student, teacher, 1.0))
+    assert_close(taid_loss(student, teacher, 0.0), 0.0)  # the target is the student itself
+
+
+def _run_updates(case: dict) -> dict[str, list[float]]:
+    params = case["params"]
+    t, momentum, previous = params["t_start"], 0.0, math.inf
+    record: dict[str, list[float]] = {"t": [], "momentum": [], "previous_loss": []}
+    for step, loss in enumerate(case["inputs"]["losses"].tolist()):
+        t, momentum, previous = taid_update(t, momentum, previous, loss, step, params["total_steps"], params["t_start"],
+                                            params["t_end"], params["alpha"], params["beta"],
+                                            adaptive=not params["disable_adaptive"])
+        for key, value in (("t", t), ("momentum", momentum), ("previous_loss", previous)):
+            record[key].append(value)
+    return record
+
+
+@pytest.mark.parametrize("case", named("taid", lambda c: c["params"]["kind"] == "update"))
+def test_taid_update_matches_official_sequence(case: dict) -> None:
+    ours = _run_updates(case)
+    for key, values in ours.items():
+        assert_close(torch.tensor(values, dtype=torch.float64), case["outputs"]["float64"][key], rtol=1e-12, atol=1e-14)
+        # the shipped module keeps its buffers in float32
+        assert_close(torch.tensor(values, dtype=torch.float64), case["outputs"]["float32"][key], rtol=1e-6, atol=1e-7)
+    assert all(later >= earlier for earlier, later in zip(ours["t"], ours["t"][1:]))
+
+
+def test_taid_rejects_bad_input() -> None:
+    student, teacher = torch.randn(3, 5), torch.randn(3, 5)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        taid_loss(student, teacher, 1.5)
+    with pytest.raises(ValueError, match="differ in shape"):
+        taid_loss(student, teacher[:, :2], 0.5)
+    with pytest.raises(ValueError, match="t_start"):
+        taid_update(0.4, 0.0, 1.0, 0.9, 1, 10, t_start=1.0)
+    with pytest.raises(ValueError, match="total_steps"):
+        taid_update(0.4, 0.0, 1.0, 0.9, 1, 0)

@@ -19,6 +19,7 @@ from lit_kd.losses.nkd import nkd_loss
 from lit_kd.losses.precision import loss_dtype, promote
 from lit_kd.losses.relational import pkt_loss
 from lit_kd.losses.standardization import standardize_logits, standardized_kd_loss
+from lit_kd.losses.taid import taid_loss, taid_update
 from lit_kd.losses.wsld import wsld_loss
 
 __all__ = ["kd_loss", "hint_loss", "hcl_loss", "pkt_loss", "dense_guidance_loss", "drop_guides", "loss_dtype",
@@ -28,4 +29,4 @@ __all__ = ["kd_loss", "hint_loss", "hcl_loss", "pkt_loss", "dense_guidance_loss"
            "standardize_logits", "standardized_kd_loss",
            "ctkd_lambda", "learned_temperature_kd_loss",
            "mlkd_loss", "mlkd_terms", "mlkd_instance_loss", "mlkd_batch_loss", "mlkd_class_loss", "mlkd_confidence_masks",
-           "nkd_loss", "wsld_loss"]
+           "nkd_loss", "wsld_loss", "taid_loss", "taid_update"]
