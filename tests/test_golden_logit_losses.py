@@ -29,8 +29,8 @@ RTOL, ATOL = 1e-10, 1e-12
 
 
 def assert_close(actual, expected, rtol: float = RTOL, atol: float = ATOL) -> None:
-    torch.testing.assert_close(torch.as_tensor(actual, dtype=torch.float64), torch.as_tensor(expected, dtype=torch.float64),
-                               rtol=rtol, atol=atol)
+    torch.testing.assert_close(torch.as_tensor(actual, dtype=torch.float64),
+                               torch.as_tensor(expected, dtype=torch.float64), rtol=rtol, atol=atol)
 
 
 def value_and_grad(loss_fn, student_logits: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,7 +51,8 @@ def test_fixtures_name_their_official_source() -> None:
 
 
 # --------------------------------------------------------------------------------------------- DKD
-@pytest.mark.parametrize("case", named("dkd", lambda c: "loss" in c["outputs"] and not c["params"].get("only_official")))
+@pytest.mark.parametrize("case", named("dkd", lambda c: "loss" in c["outputs"]
+                                       and not c["params"].get("only_official")))
 @pytest.mark.parametrize("official", [False, True])
 def test_dkd_matches_official(case: dict, official: bool) -> None:
     inputs, params = case["inputs"], case["params"]
@@ -153,7 +154,8 @@ def test_dist_matches_official(case: dict) -> None:
 def test_dist_correlation_by_hand() -> None:
     a, b = torch.tensor([[1.0, 2.0, 4.0]], dtype=torch.float64), torch.tensor([[2.0, 1.0, 0.0]], dtype=torch.float64)
     # centred: (-4/3, -1/3, 5/3) and (1, 0, -1): dot -3, norms sqrt(42)/3 and sqrt(2)
-    assert_close(pearson_correlation(a, b, eps=0.0), torch.tensor([-3.0 / (math.sqrt(42) / 3 * math.sqrt(2))], dtype=torch.float64))
+    expected = torch.tensor([-3.0 / (math.sqrt(42) / 3 * math.sqrt(2))], dtype=torch.float64)
+    assert_close(pearson_correlation(a, b, eps=0.0), expected)
 
 
 def test_dist_rejects_bad_input() -> None:
@@ -470,7 +472,8 @@ def test_taid_loss_matches_official(case: dict, dtype: torch.dtype) -> None:
     target = ((1 - t) * student.double() + t * teacher.double()).softmax(1)
     entropy = -(target * target.log()).sum(1).mean()
     assert_close(kl, case["outputs"]["loss"] - entropy, rtol=2e-6, atol=2e-6)
-    assert_close(kl_grad, grad, rtol=1e-12 if dtype == torch.float64 else 1e-6, atol=1e-12 if dtype == torch.float64 else 1e-7)
+    exact = dtype == torch.float64
+    assert_close(kl_grad, grad, rtol=1e-12 if exact else 1e-6, atol=1e-12 if exact else 1e-7)
 
 
 def test_taid_loss_at_t1_is_forward_kl() -> None:

@@ -28,5 +28,6 @@ __all__ = ["kd_loss", "hint_loss", "hcl_loss", "pkt_loss", "dense_guidance_loss"
            "dkd_loss", "dkd_terms", "dkd_warmup_factor", "dist_loss", "dist_terms", "pearson_correlation",
            "standardize_logits", "standardized_kd_loss",
            "ctkd_lambda", "learned_temperature_kd_loss",
-           "mlkd_loss", "mlkd_terms", "mlkd_instance_loss", "mlkd_batch_loss", "mlkd_class_loss", "mlkd_confidence_masks",
+           "mlkd_loss", "mlkd_terms", "mlkd_instance_loss", "mlkd_batch_loss", "mlkd_class_loss",
+           "mlkd_confidence_masks",
            "nkd_loss", "wsld_loss", "taid_loss", "taid_update"]

@@ -13,7 +13,8 @@ def pearson_correlation(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
     r"""Pearson correlation of matching rows of ``a`` and ``b`` (shape ``(N, D)`` → ``(N,)``).
 
     .. math::
-        \rho(u, v) = \frac{\langle u - \bar u,\, v - \bar v\rangle}{\lVert u - \bar u\rVert\,\lVert v - \bar v\rVert + \epsilon}
+        \rho(u, v) = \frac{\langle u - \bar u,\, v - \bar v\rangle}
+                          {\lVert u - \bar u\rVert\,\lVert v - \bar v\rVert + \epsilon}
 
     ``eps`` is added to the product of the norms (as in the official DIST code), so a constant row
     gives correlation 0 instead of NaN. ``eps = 0`` is the exact correlation.

@@ -101,7 +101,8 @@ def dkd_warmup_factor(epoch: int, warmup_epochs: float = 20) -> float:
     warm-up epochs on CIFAR-100 and 1 on ImageNet.
     """
     if not warmup_epochs > 0:
-        raise ValueError(f"warmup_epochs must be > 0 (use 1 for full weight from the first epoch), got {warmup_epochs}.")
+        raise ValueError(f"warmup_epochs must be > 0 (use 1 for full weight from the first epoch), got "
+                         f"{warmup_epochs}.")
     if epoch < 0:
         raise ValueError(f"epoch must be >= 0 (counted from 1 as in the official trainer), got {epoch}.")
     return min(epoch / warmup_epochs, 1.0)

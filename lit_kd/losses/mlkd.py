@@ -110,13 +110,13 @@ def mlkd_terms(student_weak: Tensor, teacher_weak: Tensor, student_strong: Tenso
         L_{batch} = w \, f_s \sum_{T} L_{batch}(z^s_{weak}, z^t_{weak}; T)
 
     where :math:`v(T)` is the strong view for the terms at :math:`T_0, 3, 5` and the weak view for the
-    fixed terms at :math:`T = 2, 6` (also when :math:`T_0` is 2). This composite reproduces the
-    official training code (``KD_ours``), quirks included, because that code produced the published
-    numbers and the paper's full text could not be consulted for lit_kd: (1) the masks multiply the *batch-mean* losses, i.e. they act as the
-    fractions :math:`f_s, f_c` (about 1/2), not per sample; (2) in the strong-view sum the
-    :math:`T = 2, 6` terms use the weak logits; (3) the class- and batch-level terms use only the weak
-    view. Variants (per-sample masking via ``sample_weight``, both views everywhere) can be assembled
-    from :func:`mlkd_instance_loss`, :func:`mlkd_batch_loss`, :func:`mlkd_class_loss`.
+    fixed terms at :math:`T = 2, 6` (also when :math:`T_0` is 2). This composite reproduces the official
+    training code (``KD_ours``), quirks included, because that code produced the published numbers and
+    the paper's full text could not be consulted for lit_kd: (1) the masks multiply the *batch-mean*
+    losses, i.e. they act as the fractions :math:`f_s, f_c` (about 1/2), not per sample; (2) in the
+    strong-view sum the :math:`T = 2, 6` terms use the weak logits; (3) the class- and batch-level terms
+    use only the weak view. Variants (per-sample masking via ``sample_weight``, both views everywhere)
+    can be assembled from :func:`mlkd_instance_loss`, :func:`mlkd_batch_loss`, :func:`mlkd_class_loss`.
 
     ``standardize=True`` applies :func:`~lit_kd.losses.standardize_logits` inside the instance-level
     terms only, as the logit-standardization fork (Sun et al., CVPR 2024) does (its recipe: base

@@ -17,7 +17,8 @@ def nkd_loss(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, tem
 
     .. math::
         L_{NKD} = -\frac{1}{B} \sum_{b} \Big( \mathcal{T}_{y} \log \mathcal{S}_{y}
-                  + \gamma \lambda^2 \sum_{i \ne y} \mathcal{N}(\mathcal{T}^\lambda_i) \log \mathcal{N}(\mathcal{S}^\lambda_i) \Big)
+                  + \gamma \lambda^2 \sum_{i \ne y} \mathcal{N}(\mathcal{T}^\lambda_i)
+                    \log \mathcal{N}(\mathcal{S}^\lambda_i) \Big)
 
     The target term weights the student's log-probability of the label by the teacher's probability of
     it (both at temperature 1; the teacher's weight carries no gradient). The non-target term is a

@@ -50,7 +50,8 @@ class GlobalTemperature(nn.Module):
         initial_value: initial :math:`\theta`.
     """
 
-    def __init__(self, min_temperature: float = 1.0, temperature_range: float = 20.0, initial_value: float = 1.0) -> None:
+    def __init__(self, min_temperature: float = 1.0, temperature_range: float = 20.0,
+                 initial_value: float = 1.0) -> None:
         super().__init__()
         if not min_temperature > 0 or not temperature_range >= 0:
             raise ValueError(f"min_temperature must be > 0 and temperature_range >= 0, got {min_temperature} and "
