@@ -515,3 +515,15 @@ def test_taid_rejects_bad_input() -> None:
         taid_update(0.4, 0.0, 1.0, 0.9, 1, 10, t_start=1.0)
     with pytest.raises(ValueError, match="total_steps"):
         taid_update(0.4, 0.0, 1.0, 0.9, 1, 0)
+
+
+# ---------------------------------------------------------------------------------- precision policy
+def test_logit_losses_compute_mixed_precision_inputs_in_float32() -> None:
+    student, teacher = torch.randn(4, 6).bfloat16(), torch.randn(4, 6).bfloat16()
+    target = torch.tensor([0, 5, 2, 2])
+    losses = [dkd_loss(student, teacher, target), dkd_loss(student, teacher, target, official=True),
+              dist_loss(student, teacher), standardized_kd_loss(student, teacher),
+              learned_temperature_kd_loss(student, teacher, torch.tensor(2.0).bfloat16()),
+              mlkd_loss(student, teacher, student, teacher), nkd_loss(student, teacher, target),
+              wsld_loss(student, teacher, target), taid_loss(student, teacher, 0.5)]
+    assert all(loss.dtype == torch.float32 and loss.dim() == 0 and torch.isfinite(loss) for loss in losses)
