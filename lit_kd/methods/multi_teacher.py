@@ -25,17 +25,20 @@ class LearnedTeacherWeights(nn.Module):
 
     Args:
         num_teachers: the number of teachers K (at least one).
-        initial_logits: the starting :math:`\theta` (default zeros: equal weights 1/K).
+        initial_logits: the starting :math:`\theta` (default zeros: equal weights 1/K); a floating
+            tensor keeps its dtype.
     """
 
-    def __init__(self, num_teachers: int, initial_logits: Sequence[float] | None = None) -> None:
+    def __init__(self, num_teachers: int, initial_logits: Sequence[float] | Tensor | None = None) -> None:
         super().__init__()
         if num_teachers < 1:
             raise ValueError(f"num_teachers must be at least 1, got {num_teachers}.")
         if initial_logits is None:
             initial = torch.zeros(num_teachers)
         else:
-            initial = torch.as_tensor(initial_logits, dtype=torch.get_default_dtype())
+            initial = torch.as_tensor(initial_logits)
+            if not initial.is_floating_point():
+                initial = initial.to(torch.get_default_dtype())
             if initial.shape != (num_teachers,):
                 raise ValueError(f"initial_logits must hold one number per teacher ({num_teachers}); "
                                  f"got shape {tuple(initial.shape)}.")
