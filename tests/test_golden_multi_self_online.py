@@ -302,7 +302,8 @@ def test_tf_kd_regularization_paper_reading_by_hand() -> None:
 @pytest.mark.parametrize("case", [c for c in cases("pskd") if "alpha" in c["outputs"]], ids=lambda case: case["name"])
 def test_pskd_alpha_schedule_matches_official(case: dict) -> None:
     params = case["params"]
-    schedule = [pskd_alpha(epoch, params["total_epochs"], params["alpha_final"]) for epoch in range(params["total_epochs"])]
+    total = params["total_epochs"]
+    schedule = [pskd_alpha(epoch, total, params["alpha_final"]) for epoch in range(total)]
     assert_close(torch.tensor(schedule), torch.tensor(case["outputs"]["alpha"]))
     assert schedule[-1] == pytest.approx(params["alpha_final"], rel=1e-15)
 

@@ -26,11 +26,13 @@ def _check_teachers(teacher_logits: Sequence[Tensor], what: str = "teacher") -> 
         raise ValueError(f"Pass at least one {what}'s logits.")
     for index, logits in enumerate(teachers):
         if logits.dim() != 2:
-            raise ValueError(f"{what.capitalize()} {index} logits must be (batch, classes); got shape {tuple(logits.shape)}.")
+            raise ValueError(f"{what.capitalize()} {index} logits must be (batch, classes); "
+                             f"got shape {tuple(logits.shape)}.")
         if logits.shape != teachers[0].shape:
             raise ValueError(
-                f"{what.capitalize()} logits differ in shape: {what} 0 is {tuple(teachers[0].shape)}, {what} {index} is "
-                f"{tuple(logits.shape)}. All {what}s must predict the same classes for the same batch."
+                f"{what.capitalize()} logits differ in shape: {what} 0 is {tuple(teachers[0].shape)}, "
+                f"{what} {index} is {tuple(logits.shape)}. All {what}s must predict the same classes for the same "
+                "batch."
             )
     return teachers
 
@@ -38,8 +40,8 @@ def _check_teachers(teacher_logits: Sequence[Tensor], what: str = "teacher") -> 
 def _check_student(student_logits: Tensor, teachers: list[Tensor], what: str = "teacher") -> None:
     if student_logits.shape != teachers[0].shape:
         raise ValueError(
-            f"Student logits {tuple(student_logits.shape)} and {what} logits {tuple(teachers[0].shape)} differ in shape: "
-            f"the student must predict the {what}s' classes."
+            f"Student logits {tuple(student_logits.shape)} and {what} logits {tuple(teachers[0].shape)} differ in "
+            f"shape: the student must predict the {what}s' classes."
         )
 
 
@@ -49,10 +51,12 @@ def _check_weights(weights: Tensor | Sequence[float], num_teachers: int, batch_s
     if not weights.is_floating_point():
         weights = weights.to(torch.get_default_dtype())
     if weights.dim() == 1 and weights.shape[0] != num_teachers:
-        raise ValueError(f"Got {weights.shape[0]} teacher weights for {num_teachers} teachers: pass one weight per teacher.")
+        raise ValueError(f"Got {weights.shape[0]} teacher weights for {num_teachers} teachers: "
+                         "pass one weight per teacher.")
     if weights.dim() == 2 and tuple(weights.shape) != (batch_size, num_teachers):
         raise ValueError(
-            f"Per-sample teacher weights must be (batch, teachers) = ({batch_size}, {num_teachers}); got {tuple(weights.shape)}."
+            f"Per-sample teacher weights must be (batch, teachers) = ({batch_size}, {num_teachers}); "
+            f"got {tuple(weights.shape)}."
         )
     if weights.dim() not in (1, 2):
         raise ValueError(f"Teacher weights must be (teachers,) or (batch, teachers); got shape {tuple(weights.shape)}.")

@@ -22,7 +22,8 @@ def _check_pair(logits: Tensor, other_logits: Tensor, labels: Tensor, names: tup
         raise ValueError(f"{names[0]} logits {tuple(logits.shape)} and {names[1]} logits {tuple(other_logits.shape)} "
                          "must both be (batch, classes) of one shape: the networks must predict the same classes.")
     if labels.dim() != 1 or labels.shape[0] != logits.shape[0] or labels.is_floating_point():
-        raise ValueError(f"Labels must be a (batch,) tensor of class indices; got {tuple(labels.shape)} ({labels.dtype}).")
+        raise ValueError("Labels must be a (batch,) tensor of class indices; "
+                         f"got {tuple(labels.shape)} ({labels.dtype}).")
 
 
 def _kl(target_log_probabilities: Tensor, log_probabilities: Tensor) -> Tensor:
@@ -116,7 +117,8 @@ def bd_kd_student_loss(student_logits: Tensor, teacher_logits: Tensor, labels: T
 
     .. math::
         L_S = \mathrm{CE}(z^s, y) + \beta \, T^2 \, \frac{1}{B}\sum_{b=1}^{B}
-              \Big[w^F_b \, \mathrm{KL}\big(p^t_b \,\|\, p^s_b\big) + w^R_b \, \mathrm{KL}\big(p^s_b \,\|\, p^t_b\big)\Big]
+              \Big[w^F_b \, \mathrm{KL}\big(p^t_b \,\|\, p^s_b\big)
+                 + w^R_b \, \mathrm{KL}\big(p^s_b \,\|\, p^t_b\big)\Big]
 
     with :math:`p = \mathrm{softmax}(z / T)`, the weights of :func:`bd_kd_balance_weights` and
     :math:`\beta` = ``kd_weight``. The teacher (trained at the same time by

@@ -76,7 +76,8 @@ def tf_kd_virtual_teacher(labels: Tensor, num_classes: int, correct_prob: float 
         raise ValueError(f"The virtual teacher needs at least two classes, got {num_classes}.")
     _check_fraction(correct_prob, "correct_prob")
     if labels.dim() != 1 or labels.is_floating_point():
-        raise ValueError(f"Labels must be a (batch,) tensor of class indices; got {tuple(labels.shape)} ({labels.dtype}).")
+        raise ValueError("Labels must be a (batch,) tensor of class indices; "
+                         f"got {tuple(labels.shape)} ({labels.dtype}).")
     distribution = torch.full((labels.shape[0], num_classes), (1.0 - correct_prob) / (num_classes - 1),
                               dtype=dtype or torch.get_default_dtype(), device=labels.device)
     return distribution.scatter(1, labels.unsqueeze(1), correct_prob)
@@ -151,7 +152,8 @@ def pskd_targets(labels: Tensor, previous_probabilities: Tensor | None, alpha: f
     """
     _check_fraction(alpha, "alpha")
     if labels.dim() != 1 or labels.is_floating_point():
-        raise ValueError(f"Labels must be a (batch,) tensor of class indices; got {tuple(labels.shape)} ({labels.dtype}).")
+        raise ValueError("Labels must be a (batch,) tensor of class indices; "
+                         f"got {tuple(labels.shape)} ({labels.dtype}).")
     dtype = previous_probabilities.dtype if previous_probabilities is not None else torch.get_default_dtype()
     one_hot = F.one_hot(labels, num_classes).to(dtype)
     if previous_probabilities is None:
