@@ -186,10 +186,11 @@ def meal_v2_loss(student_logits: Tensor, teacher_logits: Sequence[Tensor], offic
         L = \frac{1}{B}\sum_{b=1}^{B} \mathrm{KL}\big(\bar p_b \,\|\, \mathrm{softmax}(z^s_b)\big)
 
     the student matches the average of the teachers' probabilities (no temperature, no one-hot
-    label). The paper calls the loss a KL divergence; the official code (szq0214/MEAL-V2,
-    ``extensions/kd_loss.py``) computes the soft cross-entropy
-    :math:`-\frac{1}{B}\sum_b \sum_c \bar p_{b,c} \log \mathrm{softmax}(z^s_b)_c`, which is larger by the
-    entropy of :math:`\bar p` and has the same gradients; ``official=True`` returns that value.
+    label). The official code (szq0214/MEAL-V2, ``extensions/kd_loss.py``, a class named ``KLLoss``)
+    computes the soft cross-entropy
+    :math:`-\frac{1}{B}\sum_b \sum_c \bar p_{b,c} \log \mathrm{softmax}(z^s_b)_c` instead, which is larger
+    by the entropy of :math:`\bar p` (a constant for the student) and has the same gradients;
+    ``official=True`` returns that value.
     """
     teachers = _check_teachers(teacher_logits)
     _check_student(student_logits, teachers)
