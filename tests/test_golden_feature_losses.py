@@ -7,6 +7,7 @@ and ``notes``. Values and gradients must agree to 1e-10 relative.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pytest
@@ -14,10 +15,11 @@ import torch
 from torch import Tensor
 
 from tests.golden import cases, load_golden
-from lit_kd.losses import at_loss, nst_loss, pkt_cosine_loss, rkd_loss, sp_loss
+from lit_kd.losses import at_loss, nst_loss, pkt_cosine_loss, rkd_loss, sp_loss, vid_loss
 from lit_kd.losses.attention import attention_map
 from lit_kd.losses.rkd import rkd_angle_loss, rkd_distance_loss
 from lit_kd.losses.spatial import pool_to_common_size
+from lit_kd.methods.vid import VIDRegressor
 
 
 def assert_golden(actual: Tensor, expected: Tensor | float) -> None:
@@ -173,3 +175,46 @@ def test_nst_hand_value():
 def test_nst_bad_input():
     with pytest.raises(ValueError, match=r"feature maps \(B, C, H, W\)"):
         nst_loss(torch.zeros(2, 3, 16), torch.zeros(2, 3, 16))
+
+
+# ---------------------------------------------------------------- VID
+
+
+@pytest.mark.parametrize("case", **ids("vid"))
+def test_vid_matches_repdistiller(case):
+    inputs = case["inputs"]
+    student = inputs["student"].clone().requires_grad_(True)
+    regressor = VIDRegressor(student.shape[1], inputs["teacher"].shape[1], case["params"]["hidden_channels"]).double()
+    regressor.load_state_dict({"alpha": inputs["log_scale"],
+                               **{f"regressor.{i}.weight": inputs[f"regressor.{i}.weight"] for i in (0, 2, 4)}})
+    loss = regressor(student, inputs["teacher"])
+    loss.backward()
+    assert_golden(loss, case["outputs"]["loss"])
+    assert_golden(regressor.variance(), case["outputs"]["variance"])
+    assert_golden(student.grad, case["grads"]["student"])
+    assert_golden(regressor.alpha.grad, case["grads"]["log_scale"])
+    for i in (0, 2, 4):
+        assert_golden(regressor.regressor[i].weight.grad, case["grads"][f"regressor.{i}.weight"])
+
+
+def test_vid_initial_variance_and_hand_value():
+    regressor = VIDRegressor(3, 2, init_variance=5.0, eps=1e-5)  # float32 parameters
+    torch.testing.assert_close(regressor.variance(), torch.full((2,), 5.0), rtol=1e-6, atol=0)
+    assert regressor.regressor[0].weight.shape == (2, 3, 1, 1) and regressor.regressor[2].weight.shape == (2, 2, 1, 1)
+    mean = torch.tensor([[[[1.0]], [[2.0]]]], dtype=torch.float64)
+    teacher = torch.tensor([[[[3.0]], [[2.0]]]], dtype=torch.float64)
+    variance = torch.tensor([2.0, 0.5], dtype=torch.float64)
+    expected = (0.5 * (4 / 2.0 + math.log(2.0)) + 0.5 * (0 / 0.5 + math.log(0.5))) / 2
+    assert vid_loss(mean, teacher, variance).item() == pytest.approx(expected, rel=1e-14)
+
+
+def test_vid_bad_input():
+    regressor = VIDRegressor(3, 4)
+    with pytest.raises(ValueError, match="maps 3 student channels to 4 teacher channels"):
+        regressor(torch.zeros(2, 5, 4, 4), torch.zeros(2, 4, 4, 4))
+    with pytest.raises(ValueError, match="teacher's shape"):
+        vid_loss(torch.zeros(2, 4, 4, 4), torch.zeros(2, 4, 2, 2), torch.ones(4))
+    with pytest.raises(ValueError, match="one variance per teacher channel"):
+        vid_loss(torch.zeros(2, 4, 4, 4), torch.zeros(2, 4, 4, 4), torch.ones(3))
+    with pytest.raises(ValueError, match="must exceed eps"):
+        VIDRegressor(3, 4, init_variance=0.0)
