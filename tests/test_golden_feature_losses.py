@@ -15,10 +15,13 @@ import torch
 from torch import Tensor
 
 from tests.golden import cases, load_golden
-from lit_kd.losses import at_loss, nst_loss, pkt_cosine_loss, rkd_loss, sp_loss, vid_loss
+from lit_kd.losses import (at_loss, cc_loss, cc_loss_repdistiller, nst_loss, pkt_cosine_loss, rkd_loss, sp_loss,
+                           vid_loss)
 from lit_kd.losses.attention import attention_map
+from lit_kd.losses.cc import correlation_matrix
 from lit_kd.losses.rkd import rkd_angle_loss, rkd_distance_loss
 from lit_kd.losses.spatial import pool_to_common_size
+from lit_kd.methods.cc import CorrelationEmbed
 from lit_kd.methods.vid import VIDRegressor
 
 
@@ -218,3 +221,72 @@ def test_vid_bad_input():
         vid_loss(torch.zeros(2, 4, 4, 4), torch.zeros(2, 4, 4, 4), torch.ones(3))
     with pytest.raises(ValueError, match="must exceed eps"):
         VIDRegressor(3, 4, init_variance=0.0)
+
+
+# ---------------------------------------------------------------- CC
+
+
+@pytest.mark.parametrize("case", **ids("cc_repdistiller"))
+def test_cc_repdistiller_matches_repdistiller(case):
+    inputs = case["inputs"]
+    student = inputs["student"].clone().requires_grad_(True)
+    dim = case["params"]["embed_dim"]
+    embeds = {}
+    for side in ("s", "t"):
+        embed = CorrelationEmbed(inputs["student" if side == "s" else "teacher"][0].numel(), dim).double()
+        embed.load_state_dict({"linear.weight": inputs[f"embed_{side}.linear.weight"],
+                               "linear.bias": inputs[f"embed_{side}.linear.bias"]})
+        embeds[side] = embed
+    loss = cc_loss_repdistiller(embeds["s"](student), embeds["t"](inputs["teacher"]))
+    loss.backward()
+    assert_golden(loss, case["outputs"]["loss"])
+    assert_golden(student.grad, case["grads"]["student"])
+    for side in ("s", "t"):
+        for name in ("weight", "bias"):
+            assert_golden(getattr(embeds[side].linear, name).grad, case["grads"][f"embed_{side}.linear.{name}"])
+
+
+@pytest.mark.parametrize("case", **ids("cc_gaussian_torchdistill"))
+def test_cc_kernel_matches_torchdistill(case):
+    gamma, order = case["params"]["gamma"], case["params"]["order"]
+    student, teacher = case["inputs"]["student"], case["inputs"]["teacher"]
+    assert_golden(correlation_matrix(student, gamma, order), case["outputs"]["student_correlation"])
+    assert_golden(correlation_matrix(teacher, gamma, order), case["outputs"]["teacher_correlation"])
+    # torchdistill reports the unsquared Frobenius distance / B^2; the paper's loss squares it.
+    batch = student.shape[0]
+    assert_golden(cc_loss(student, teacher, gamma, order), (case["outputs"]["torchdistill_loss"] * batch**2) ** 2 / batch**2)
+
+
+def test_cc_hand_value_and_gaussian_limit():
+    torch.manual_seed(0)
+    student = torch.nn.functional.normalize(torch.randn(3, 4, dtype=torch.float64), dim=1)
+    teacher = torch.nn.functional.normalize(torch.randn(3, 6, dtype=torch.float64), dim=1)
+    gamma = 0.4
+
+    def series(x: list[float], y: list[float], order: int) -> float:
+        inner = sum(a * b for a, b in zip(x, y))
+        return math.exp(-2 * gamma) * sum((2 * gamma) ** p / math.factorial(p) * inner**p for p in range(order + 1))
+
+    def loss(order: int, kernel=series) -> float:
+        s, t = student.tolist(), teacher.tolist()
+        return sum((kernel(t[i], t[j], order) - kernel(s[i], s[j], order)) ** 2 for i in range(3) for j in range(3)) / 9
+
+    assert cc_loss(student, teacher, gamma, 2).item() == pytest.approx(loss(2), rel=1e-12)
+    # For unit-norm embeddings a long expansion is the Gaussian kernel exp(-gamma |x - y|^2) itself.
+    def gaussian(x: list[float], y: list[float], order: int) -> float:
+        return math.exp(-gamma * sum((a - b) ** 2 for a, b in zip(x, y)))
+
+    assert cc_loss(student, teacher, gamma, 20).item() == pytest.approx(loss(0, gaussian), rel=1e-10)
+
+
+def test_cc_bad_input():
+    with pytest.raises(ValueError, match="at least 2"):
+        cc_loss(torch.randn(1, 4), torch.randn(1, 4))
+    with pytest.raises(ValueError, match="at least 2"):
+        cc_loss_repdistiller(torch.randn(1, 4), torch.randn(1, 4))
+    with pytest.raises(ValueError, match="one width"):
+        cc_loss_repdistiller(torch.randn(3, 4), torch.randn(3, 5))
+    with pytest.raises(ValueError, match="gamma"):
+        cc_loss(torch.randn(3, 4), torch.randn(3, 4), gamma=0.0)
+    with pytest.raises(ValueError, match="expects 10 features"):
+        CorrelationEmbed(10, 4)(torch.randn(2, 3, 2, 2))
