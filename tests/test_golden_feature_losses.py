@@ -15,10 +15,11 @@ import torch
 from torch import Tensor
 
 from tests.golden import cases, load_golden
-from lit_kd.losses import (at_loss, cc_loss, cc_loss_repdistiller, nst_loss, pkt_cosine_loss, rkd_loss, sp_loss,
+from lit_kd.losses import (at_loss, cc_loss, cc_loss_repdistiller, fsp_loss, nst_loss, pkt_cosine_loss, rkd_loss, sp_loss,
                            vid_loss)
 from lit_kd.losses.attention import attention_map
 from lit_kd.losses.cc import correlation_matrix
+from lit_kd.losses.fsp import fsp_matrix
 from lit_kd.losses.rkd import rkd_angle_loss, rkd_distance_loss
 from lit_kd.losses.spatial import pool_to_common_size
 from lit_kd.methods.cc import CorrelationEmbed
@@ -290,3 +291,33 @@ def test_cc_bad_input():
         cc_loss(torch.randn(3, 4), torch.randn(3, 4), gamma=0.0)
     with pytest.raises(ValueError, match="expects 10 features"):
         CorrelationEmbed(10, 4)(torch.randn(2, 3, 2, 2))
+
+
+# ---------------------------------------------------------------- FSP
+
+
+@pytest.mark.parametrize("case", **ids("fsp"))
+def test_fsp_matches_repdistiller(case):
+    students = [f.clone().requires_grad_(True) for f in case["inputs"]["student"]]
+    loss = fsp_loss(students, case["inputs"]["teacher"])
+    loss.backward()
+    assert_golden(loss, case["outputs"]["loss"])
+    for student, grad in zip(students, case["grads"]["student"]):
+        assert_golden(student.grad, grad)
+
+
+def test_fsp_matrix_hand_value():
+    first = torch.arange(8, dtype=torch.float64).reshape(1, 2, 2, 2)
+    second = torch.arange(12, dtype=torch.float64).reshape(1, 3, 2, 2) - 5
+    expected = [[sum(first[0, i].flatten()[k].item() * second[0, j].flatten()[k].item() for k in range(4)) / 4
+                 for j in range(3)] for i in range(2)]
+    assert_golden(fsp_matrix(first, second), torch.tensor([expected], dtype=torch.float64))
+
+
+def test_fsp_bad_input():
+    with pytest.raises(ValueError, match="same channels"):
+        fsp_loss([torch.zeros(2, 3, 4, 4), torch.zeros(2, 4, 4, 4)], [torch.zeros(2, 3, 4, 4), torch.zeros(2, 5, 4, 4)])
+    with pytest.raises(ValueError, match="at least 2"):
+        fsp_loss([torch.zeros(2, 3, 4, 4)], [torch.zeros(2, 3, 4, 4)])
+    with pytest.raises(ValueError, match="two feature maps"):
+        fsp_matrix(torch.zeros(2, 3, 4, 4), torch.zeros(3, 3, 4, 4))
