@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from tests.golden import cases, load_golden
-from lit_kd.losses import (at_loss, cc_loss, cc_loss_repdistiller, fsp_loss, nst_loss, pkt_cosine_loss, rkd_loss, sp_loss,
+from lit_kd.losses import (at_loss, cc_loss, cc_loss_repdistiller, fsp_loss, ft_loss, nst_loss, pkt_cosine_loss, rkd_loss, sp_loss,
                            vid_loss)
 from lit_kd.losses.attention import attention_map
 from lit_kd.losses.cc import correlation_matrix
@@ -23,6 +23,7 @@ from lit_kd.losses.fsp import fsp_matrix
 from lit_kd.losses.rkd import rkd_angle_loss, rkd_distance_loss
 from lit_kd.losses.spatial import pool_to_common_size
 from lit_kd.methods.cc import CorrelationEmbed
+from lit_kd.methods.factor_transfer import Paraphraser, Translator
 from lit_kd.methods.vid import VIDRegressor
 
 
@@ -35,7 +36,14 @@ def assert_golden(actual: Tensor, expected: Tensor | float) -> None:
 
 
 def ids(name: str) -> dict:
-    return {"argvalues": cases(name), "ids": [case["name"] for case in cases(name)]}
+    """``pytest.mark.parametrize`` arguments: the fixture's cases, named."""
+    loaded = cases(name)
+    return {"argvalues": loaded, "ids": [case["name"] for case in loaded]}
+
+
+def prefixed(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """The entries of ``state`` under ``prefix.``, with the prefix removed (a module's state dict)."""
+    return {key[len(prefix) + 1:]: value for key, value in state.items() if key.startswith(prefix + ".")}
 
 
 def check_student_loss(case: dict, loss_fn: Callable[[Tensor, Tensor], Tensor]) -> None:
@@ -321,3 +329,64 @@ def test_fsp_bad_input():
         fsp_loss([torch.zeros(2, 3, 4, 4)], [torch.zeros(2, 3, 4, 4)])
     with pytest.raises(ValueError, match="two feature maps"):
         fsp_matrix(torch.zeros(2, 3, 4, 4), torch.zeros(3, 3, 4, 4))
+
+
+# ---------------------------------------------------------------- FT
+
+
+@pytest.mark.parametrize("case", **ids("ft_repdistiller"))
+def test_ft_repdistiller_matches_repdistiller(case):
+    inputs, rate = case["inputs"], case["params"]["rate"]
+    student = inputs["student"].clone().requires_grad_(True)
+    paraphraser = Paraphraser(inputs["teacher"].shape[1], rate).double().eval()
+    translator = Translator(student.shape[1], inputs["teacher"].shape[1], rate).double().train()
+    paraphraser.load_state_dict(prefixed(inputs, "paraphraser"))
+    translator.load_state_dict(prefixed(inputs, "translator"))
+    with torch.no_grad():
+        teacher_factor = paraphraser.encode(inputs["teacher"])
+    loss = ft_loss(translator(student), teacher_factor, mode="repdistiller")
+    loss.backward()
+    assert_golden(loss, case["outputs"]["loss"])
+    assert_golden(student.grad, case["grads"]["student"])
+    for name, parameter in translator.named_parameters():
+        assert_golden(parameter.grad, case["grads"][f"translator.{name}"])
+
+
+@pytest.mark.parametrize("case", **ids("ft_paraphraser"))
+def test_ft_paraphraser_pretraining_matches_repdistiller(case):
+    inputs = case["inputs"]
+    paraphraser = Paraphraser(inputs["teacher"].shape[1], case["params"]["rate"]).double()
+    paraphraser.load_state_dict(prefixed(inputs, "paraphraser"))
+    loss = paraphraser.reconstruction_loss(inputs["teacher"])
+    loss.backward()
+    assert_golden(loss, case["outputs"]["loss"])
+    for name, parameter in paraphraser.named_parameters():
+        assert_golden(parameter.grad, case["grads"][f"paraphraser.{name}"])
+
+
+@pytest.mark.parametrize("case", **ids("ft_paper"))
+def test_ft_paper_matches_the_authors_code(case):
+    check_student_loss(case, lambda s, t: ft_loss(s, t, mode="paper"))
+
+
+def test_ft_modes_differ_and_shapes():
+    torch.manual_seed(0)
+    student, teacher = torch.randn(2, 3, 4, 4, dtype=torch.float64), torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    assert ft_loss(student, teacher).item() != pytest.approx(ft_loss(student, teacher, mode="repdistiller").item(), rel=1e-3)
+    paraphraser, translator = Paraphraser(8, rate=0.5), Translator(5, 8, rate=0.5)
+    factor, reconstruction = paraphraser(torch.randn(2, 8, 4, 4))
+    assert factor.shape == (2, 4, 4, 4) and reconstruction.shape == (2, 8, 4, 4)
+    assert translator(torch.randn(2, 5, 4, 4)).shape == (2, 4, 4, 4)
+
+
+def test_ft_bad_input():
+    with pytest.raises(ValueError, match="paraphraser's factor channels"):
+        ft_loss(torch.randn(2, 3, 4, 4), torch.randn(2, 5, 4, 4))
+    with pytest.raises(ValueError, match="mode must be"):
+        ft_loss(torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), mode="official")
+    with pytest.raises(ValueError, match=r"encodes \(8, H, W\) teacher features"):
+        Paraphraser(8).encode(torch.randn(2, 6, 4, 4))
+    with pytest.raises(ValueError, match=r"maps \(5, H, W\) student features"):
+        Translator(5, 8)(torch.randn(2, 6, 4, 4))
+    with pytest.raises(ValueError, match="leaves no factor channels"):
+        Paraphraser(1, rate=0.5)
