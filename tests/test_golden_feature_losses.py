@@ -15,13 +15,14 @@ import torch
 from torch import Tensor
 
 from tests.golden import cases, load_golden
-from lit_kd.losses import (at_loss, cc_loss, cc_loss_repdistiller, fsp_loss, ft_loss, nst_loss, pkt_cosine_loss, rkd_loss, sp_loss,
+from lit_kd.losses import (ab_loss, ab_stage_weights, at_loss, cc_loss, cc_loss_repdistiller, fsp_loss, ft_loss, nst_loss, pkt_cosine_loss, rkd_loss, sp_loss,
                            vid_loss)
 from lit_kd.losses.attention import attention_map
 from lit_kd.losses.cc import correlation_matrix
 from lit_kd.losses.fsp import fsp_matrix
 from lit_kd.losses.rkd import rkd_angle_loss, rkd_distance_loss
 from lit_kd.losses.spatial import pool_to_common_size
+from lit_kd.methods.ab import ABConnector
 from lit_kd.methods.cc import CorrelationEmbed
 from lit_kd.methods.factor_transfer import Paraphraser, Translator
 from lit_kd.methods.vid import VIDRegressor
@@ -390,3 +391,58 @@ def test_ft_bad_input():
         Translator(5, 8)(torch.randn(2, 6, 4, 4))
     with pytest.raises(ValueError, match="leaves no factor channels"):
         Paraphraser(1, rate=0.5)
+
+
+# ---------------------------------------------------------------- AB
+
+
+@pytest.mark.parametrize("case", **ids("ab"))
+def test_ab_matches_repdistiller(case):
+    inputs, margin = case["inputs"], case["params"]["margin"]
+    students = [f.clone().requires_grad_(True) for f in inputs["student"]]
+    teachers = inputs["teacher"]
+    connectors = []
+    for i, (student, teacher) in enumerate(zip(students, teachers)):
+        connector = ABConnector(student.shape[1:], teacher.shape[1:]).double().train()
+        connector.load_state_dict(prefixed(inputs, f"connector.connectors.{i}"))
+        connectors.append(connector)
+    stage_losses = [ab_loss(c(s), t, margin) for c, s, t in zip(connectors, students, teachers)]
+    weighted = [w * loss for w, loss in zip(ab_stage_weights(len(students)), stage_losses)]
+    total = sum(weighted)
+    total.backward()
+    assert_golden(total, case["outputs"]["loss"])
+    assert_golden(torch.stack(weighted), case["outputs"]["stage_losses"])
+    for student, grad in zip(students, case["grads"]["student"]):
+        assert_golden(student.grad, grad)
+    for i, connector in enumerate(connectors):
+        for name, parameter in connector.named_parameters():
+            assert_golden(parameter.grad, case["grads"][f"connector.connectors.{i}.{name}"])
+
+
+def test_ab_hand_value_and_weights():
+    teacher = torch.tensor([[2.0, -1.0, 0.0, 3.0]], dtype=torch.float64)
+    student = torch.tensor([[0.5, -0.5, -2.0, 1.5]], dtype=torch.float64)
+    # active: (1 - 0.5)^2, then 0 (1.5 > margin); inactive: (1 - 0.5)^2, then 0 (-2 < -margin).
+    assert ab_loss(student, teacher).item() == pytest.approx(0.25 + 0.25, rel=1e-14)
+    assert ab_loss(torch.cat([student, student]), torch.cat([teacher, teacher])).item() == pytest.approx(0.5, rel=1e-14)
+    assert ab_stage_weights(3) == pytest.approx([0.75e-3, 1.5e-3, 3e-3], rel=1e-15)
+
+
+def test_ab_connector_shapes():
+    cases_ = [((3, 8, 8), (5, 4, 4)), ((3, 4, 4), (5, 8, 8)), ((3, 6, 6), (5, 4, 4)), ((3, 4, 4), (5, 4, 4)),
+              ((4, 4, 4), (4, 4, 4)), ((4, 4, 5), (4, 4, 4))]
+    for student_shape, teacher_shape in cases_:
+        connector = ABConnector(student_shape, teacher_shape)
+        assert connector(torch.randn(2, *student_shape)).shape == (2, *teacher_shape)
+    assert not list(ABConnector((4, 4, 4), (4, 4, 4)).parameters())
+
+
+def test_ab_bad_input():
+    with pytest.raises(ValueError, match="cannot map a student feature"):
+        ABConnector((3, 3, 3), (5, 8, 8))
+    with pytest.raises(ValueError, match="cannot map a student feature"):
+        ABConnector((3, 8, 8), (5, 4, 5))
+    with pytest.raises(ValueError, match="maps .* student features"):
+        ABConnector((3, 8, 8), (5, 4, 4))(torch.randn(2, 3, 4, 4))
+    with pytest.raises(ValueError, match="teacher's shape"):
+        ab_loss(torch.randn(2, 3, 4, 4), torch.randn(2, 4, 4, 4))
