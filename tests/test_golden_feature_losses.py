@@ -19,11 +19,14 @@ from lit_kd.losses import (ab_loss, ab_stage_weights, at_loss, cc_loss, cc_loss_
                            vid_loss)
 from lit_kd.losses.attention import attention_map
 from lit_kd.losses.cc import correlation_matrix
+from lit_kd.losses.crd import crd_nce_loss
 from lit_kd.losses.fsp import fsp_matrix
 from lit_kd.losses.rkd import rkd_angle_loss, rkd_distance_loss
 from lit_kd.losses.spatial import pool_to_common_size
 from lit_kd.methods.ab import ABConnector
 from lit_kd.methods.cc import CorrelationEmbed
+from lit_kd.methods.crd import (CRDCriterion, draw_negatives, draw_negatives_other_classes, make_contrast_index,
+                                update_memory)
 from lit_kd.methods.factor_transfer import Paraphraser, Translator
 from lit_kd.methods.vid import VIDRegressor
 
@@ -446,3 +449,134 @@ def test_ab_bad_input():
         ABConnector((3, 8, 8), (5, 4, 4))(torch.randn(2, 3, 4, 4))
     with pytest.raises(ValueError, match="teacher's shape"):
         ab_loss(torch.randn(2, 3, 4, 4), torch.randn(2, 4, 4, 4))
+
+
+# ---------------------------------------------------------------- CRD
+
+
+def crd_from_fixture(case: dict) -> CRDCriterion:
+    params, inputs = case["params"], case["inputs"]
+    criterion = CRDCriterion(inputs["embed_s.linear.weight"].shape[1], inputs["embed_t.linear.weight"].shape[1],
+                             params["num_data"], params["feat_dim"], params["nce_k"], params["nce_t"],
+                             params["nce_m"]).double()
+    criterion.embed_student.load_state_dict(prefixed(inputs, "embed_s"))
+    criterion.embed_teacher.load_state_dict(prefixed(inputs, "embed_t"))
+    criterion.memory.student_memory.copy_(inputs["memory_v1"])
+    criterion.memory.teacher_memory.copy_(inputs["memory_v2"])
+    return criterion
+
+
+@pytest.mark.parametrize("case", **ids("crd"))
+def test_crd_two_steps_match_repdistiller(case):
+    inputs, outputs, grads = case["inputs"], case["outputs"], case["grads"]
+    criterion = crd_from_fixture(case)
+    assert criterion.memory.student_normalization.item() < 0  # Z not estimated yet
+    for step in (1, 2):
+        criterion.zero_grad()
+        student = inputs[f"step{step}_student"].clone().requires_grad_(True)
+        loss = criterion(student, inputs[f"step{step}_teacher"], inputs[f"step{step}_index"],
+                         inputs[f"step{step}_contrast_index"])
+        loss.backward()
+        assert_golden(loss, outputs[f"step{step}_loss"])
+        assert_golden(student.grad, grads[f"step{step}_student"])
+        for side, head in (("s", criterion.embed_student), ("t", criterion.embed_teacher)):
+            for name in ("weight", "bias"):
+                assert_golden(getattr(head.linear, name).grad, grads[f"step{step}_embed_{side}.linear.{name}"])
+        # The bank after this step's momentum update.
+        assert_golden(criterion.memory.student_memory, outputs[f"step{step}_memory_v1"])
+        assert_golden(criterion.memory.teacher_memory, outputs[f"step{step}_memory_v2"])
+    # Z was estimated on the first batch and kept for the second.
+    assert_golden(criterion.memory.student_normalization, outputs["normalization_student"])
+    assert_golden(criterion.memory.teacher_normalization, outputs["normalization_teacher"])
+
+
+@pytest.mark.parametrize("case", **ids("crd"))
+def test_crd_memory_scores_match_repdistiller(case):
+    criterion, inputs = crd_from_fixture(case), case["inputs"]
+    with torch.no_grad():
+        student_anchored, teacher_anchored = criterion.memory(
+            criterion.embed_student(inputs["step1_student"]), criterion.embed_teacher(inputs["step1_teacher"]),
+            inputs["step1_contrast_index"])
+    assert_golden(student_anchored, case["outputs"]["step1_student_anchored"])
+    assert_golden(teacher_anchored, case["outputs"]["step1_teacher_anchored"])
+    assert_golden(criterion.memory.student_memory, inputs["memory_v1"])  # scoring leaves the memory alone
+
+
+def test_crd_nce_loss_hand_value():
+    probabilities = torch.tensor([[0.5, 0.1, 0.2], [0.3, 0.05, 0.4]], dtype=torch.float64)
+    noise = 2 / 10
+    expected = 0.0
+    for row in probabilities.tolist():
+        expected -= math.log(row[0] / (row[0] + noise + 1e-7))
+        expected -= sum(math.log(noise / (p + noise + 1e-7)) for p in row[1:])
+    assert crd_nce_loss(probabilities, num_data=10).item() == pytest.approx(expected / 2, rel=1e-14)
+
+
+def test_update_memory_is_pure_normalized_and_last_duplicate_wins():
+    memory = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]], dtype=torch.float64)
+    before = memory.clone()
+    features = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, -1.0]], dtype=torch.float64)
+    updated = update_memory(memory, torch.tensor([0, 2, 0]), features, momentum=0.5)
+    assert torch.equal(memory, before)
+    # Row 0: its last occurrence (features[2]) from the old row: normalize(0.5 [1, 0] + 0.5 [0, -1]).
+    assert_golden(updated[0], torch.tensor([2**-0.5, -(2**-0.5)], dtype=torch.float64))
+    assert_golden(updated[1], before[1])
+    assert_golden(updated[2], torch.nn.functional.normalize(torch.tensor([1.6, 0.8], dtype=torch.float64), dim=0))
+
+
+def test_negatives_are_reproducible_from_a_generator():
+    first = draw_negatives(4, 50, 100, torch.Generator().manual_seed(3))
+    assert first.shape == (4, 50) and 0 <= first.min() and first.max() < 100
+    assert torch.equal(first, draw_negatives(4, 50, 100, torch.Generator().manual_seed(3)))
+    assert not torch.equal(first, draw_negatives(4, 50, 100, torch.Generator().manual_seed(4)))
+    index = torch.tensor([7, 8, 9, 10])
+    assert torch.equal(make_contrast_index(index, first)[:, 0], index)
+
+
+@pytest.mark.parametrize("replacement", [False, True])
+def test_negatives_from_other_classes(replacement):
+    labels = torch.arange(60) % 3  # 20 samples per class
+    targets = torch.tensor([0, 1, 2, 1])
+    negatives = draw_negatives_other_classes(targets, labels, 40, torch.Generator().manual_seed(0), replacement)
+    assert negatives.shape == (4, 40)
+    assert (labels[negatives] != targets.unsqueeze(1)).all()
+    if not replacement:  # all 40 samples of the other two classes, each once
+        assert all(len(set(row.tolist())) == 40 for row in negatives)
+    again = draw_negatives_other_classes(targets, labels, 40, torch.Generator().manual_seed(0), replacement)
+    assert torch.equal(negatives, again)
+    many = draw_negatives_other_classes(torch.zeros(2000, dtype=torch.long), labels, 8, torch.Generator().manual_seed(1),
+                                        True)
+    assert set(many.flatten().tolist()) == set(torch.nonzero(labels != 0).flatten().tolist())
+
+
+def test_crd_criterion_draws_identical_negatives_for_identical_generators():
+    torch.manual_seed(0)
+    student, teacher, index = torch.randn(3, 5), torch.randn(3, 4), torch.tensor([1, 4, 6])
+    results = []
+    for negatives_seed in (2, 2, 3):
+        # Every rank seeds the memory's and the negatives' generators alike.
+        criterion = CRDCriterion(5, 4, num_data=10, embed_dim=3, num_negatives=6, generator=torch.Generator().manual_seed(1))
+        for head, value in ((criterion.embed_student, 0.1), (criterion.embed_teacher, -0.2)):
+            torch.nn.init.constant_(head.linear.weight, value)
+            torch.nn.init.constant_(head.linear.bias, value)
+        loss = criterion(student, teacher, index, generator=torch.Generator().manual_seed(negatives_seed))
+        results.append((loss, criterion.memory.student_memory.clone()))
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    assert not torch.equal(results[0][0], results[2][0])
+
+
+def test_crd_bad_input():
+    criterion = CRDCriterion(5, 4, num_data=10, embed_dim=3, num_negatives=2)
+    student, teacher, index = torch.randn(2, 5), torch.randn(2, 4), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match=r"contrast_index must be \(B, 1 \+ K\)"):
+        criterion(student, teacher, index, torch.tensor([[0], [1]]))
+    with pytest.raises(ValueError, match="outside"):
+        criterion(student, teacher, index, torch.tensor([[0, 10], [1, 2]]))
+    with pytest.raises(ValueError, match="expects 5 features"):
+        criterion(torch.randn(2, 6), teacher, index, torch.tensor([[0, 3], [1, 2]]))
+    with pytest.raises(ValueError, match="momentum"):
+        update_memory(torch.zeros(4, 2), torch.tensor([0]), torch.ones(1, 2), momentum=1.0)
+    with pytest.raises(ValueError, match="K >= 1"):
+        crd_nce_loss(torch.ones(2, 1), num_data=10)
+    with pytest.raises(ValueError, match="Cannot draw 50 negatives"):
+        draw_negatives_other_classes(torch.tensor([0]), torch.arange(60) % 3, 50)

@@ -22,10 +22,11 @@ from lit_kd.losses.cc import cc_loss, cc_loss_repdistiller
 from lit_kd.losses.fsp import fsp_loss
 from lit_kd.losses.factor import ft_loss
 from lit_kd.losses.ab import ab_loss, ab_stage_weights
+from lit_kd.losses.crd import crd_nce_loss
 
 __all__ = ["kd_loss", "hint_loss", "hcl_loss", "pkt_loss", "dense_guidance_loss", "drop_guides", "loss_dtype",
            "promote"]
 # The RepDistiller family of feature and relation losses.
 __all__ += ["at_loss", "sp_loss", "rkd_loss", "pkt_cosine_loss", "nst_loss", "vid_loss", "cc_loss",
             "cc_loss_repdistiller", "fsp_loss", "ft_loss", "ab_loss",
-            "ab_stage_weights"]
+            "ab_stage_weights", "crd_nce_loss"]
