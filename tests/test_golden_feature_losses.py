@@ -59,10 +59,34 @@ def check_student_loss(case: dict, loss_fn: Callable[[Tensor, Tensor], Tensor]) 
     assert_golden(student.grad, case["grads"]["student"])
 
 
-def test_fixtures_name_their_official_source():
-    for name in ("at", "sp", "rkd", "pkt_cosine", "nst"):
-        source = load_golden(name)["source"]
-        assert source["repository"] == "HobbitLong/RepDistiller" and len(source["commit"]) == 40
+FIXTURES = {"at": "HobbitLong/RepDistiller", "sp": "HobbitLong/RepDistiller", "rkd": "HobbitLong/RepDistiller",
+            "pkt_cosine": "HobbitLong/RepDistiller", "nst": "HobbitLong/RepDistiller", "vid": "HobbitLong/RepDistiller",
+            "cc_repdistiller": "HobbitLong/RepDistiller", "cc_gaussian_torchdistill": "yoshitomo-matsubara/torchdistill",
+            "fsp": "HobbitLong/RepDistiller", "ft_repdistiller": "HobbitLong/RepDistiller",
+            "ft_paraphraser": "HobbitLong/RepDistiller", "ft_paper": "Jangho-Kim/Factor-Transfer-pytorch",
+            "ab": "HobbitLong/RepDistiller", "crd": "HobbitLong/RepDistiller"}
+
+
+@pytest.mark.parametrize("name", sorted(FIXTURES))
+def test_fixtures_name_their_official_source(name):
+    fixture = load_golden(name)
+    assert fixture["source"]["repository"] == FIXTURES[name] and len(fixture["source"]["commit"]) == 40
+    assert fixture["notes"] and len(fixture["cases"]) >= 2
+
+
+LOSSES_OF_TWO_FEATURE_MAPS = [at_loss, nst_loss, sp_loss, rkd_loss, pkt_cosine_loss, cc_loss,
+                              lambda s, t: ft_loss(s, t[:, :3]), lambda s, t: ft_loss(s, t, mode="repdistiller"),
+                              lambda s, t: ab_loss(s[:, :, :2, :2], t[:, :3]), lambda s, t: fsp_loss([s, s], [t[:, :3], t[:, :3]])]
+
+
+@pytest.mark.parametrize("loss_fn", LOSSES_OF_TWO_FEATURE_MAPS)
+def test_precision_policy(loss_fn):
+    # Mixed-precision inputs compute in float32; float64 stays float64 (lit_kd.losses.precision).
+    torch.manual_seed(0)
+    student, teacher = torch.randn(3, 3, 4, 4), torch.randn(3, 5, 2, 2)
+    assert loss_fn(student.bfloat16(), teacher.bfloat16()).dtype == torch.float32
+    assert loss_fn(student.double(), teacher.double()).dtype == torch.float64
+    assert loss_fn(student.half(), teacher).dtype == torch.float32
 
 
 # ---------------------------------------------------------------- AT

@@ -79,8 +79,8 @@ def cc_loss_repdistiller(student_embedding: Tensor, teacher_embedding: Tensor) -
     the product of the absolute errors of consecutive samples of the batch (in batch order),
     summed over dimensions and averaged over the :math:`B - 1` neighbouring pairs. It needs
     embeddings of one width (RepDistiller embeds both to 128 by a linear layer) and is not the
-    paper's kernel correlation (:func:`cc_loss`); RepDistiller's CIFAR numbers for CC (weight 0.02)
-    were obtained with this form, which its README credits to the paper's authors.
+    paper's kernel correlation (:func:`cc_loss`). RepDistiller's CIFAR numbers for CC (weight 0.02)
+    were obtained with this form; its source says it restructures code shared by the paper's authors.
     """
     student, teacher = (e.flatten(1) for e in promote(student_embedding, teacher_embedding))
     _check_batch(student, teacher)

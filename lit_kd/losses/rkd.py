@@ -84,8 +84,8 @@ def rkd_loss(student_embedding: Tensor, teacher_embedding: Tensor, distance_weig
     .. math::
         L_{RKD} = \lambda_D L_D + \lambda_A L_A
 
-    the weighted sum of :func:`rkd_distance_loss` and :func:`rkd_angle_loss`, with the paper's
-    weights :math:`\lambda_D = 25`, :math:`\lambda_A = 50` (also RepDistiller's and mdistiller's).
+    the weighted sum of :func:`rkd_distance_loss` and :func:`rkd_angle_loss`, by default with
+    :math:`\lambda_D = 25`, :math:`\lambda_A = 50` (RepDistiller's and mdistiller's defaults).
     The teacher's relations are targets; run the teacher without gradients.
 
     Args:
