@@ -14,9 +14,8 @@ import pytest
 import torch
 from torch import Tensor
 
-from tests.golden import cases, load_golden
-from lit_kd.losses import (ab_loss, ab_stage_weights, at_loss, cc_loss, cc_loss_repdistiller, fsp_loss, ft_loss, nst_loss, pkt_cosine_loss, rkd_loss, sp_loss,
-                           vid_loss)
+from lit_kd.losses import (ab_loss, ab_stage_weights, at_loss, cc_loss, cc_loss_repdistiller, fsp_loss, ft_loss,
+                           nst_loss, pkt_cosine_loss, rkd_loss, sp_loss, vid_loss)
 from lit_kd.losses.attention import attention_map
 from lit_kd.losses.cc import correlation_matrix
 from lit_kd.losses.crd import crd_nce_loss
@@ -29,6 +28,7 @@ from lit_kd.methods.crd import (CRDCriterion, draw_negatives, draw_negatives_oth
                                 update_memory)
 from lit_kd.methods.factor_transfer import Paraphraser, Translator
 from lit_kd.methods.vid import VIDRegressor
+from tests.golden import cases, load_golden
 
 
 def assert_golden(actual: Tensor, expected: Tensor | float) -> None:
@@ -59,12 +59,13 @@ def check_student_loss(case: dict, loss_fn: Callable[[Tensor, Tensor], Tensor]) 
     assert_golden(student.grad, case["grads"]["student"])
 
 
-FIXTURES = {"at": "HobbitLong/RepDistiller", "sp": "HobbitLong/RepDistiller", "rkd": "HobbitLong/RepDistiller",
-            "pkt_cosine": "HobbitLong/RepDistiller", "nst": "HobbitLong/RepDistiller", "vid": "HobbitLong/RepDistiller",
-            "cc_repdistiller": "HobbitLong/RepDistiller", "cc_gaussian_torchdistill": "yoshitomo-matsubara/torchdistill",
-            "fsp": "HobbitLong/RepDistiller", "ft_repdistiller": "HobbitLong/RepDistiller",
-            "ft_paraphraser": "HobbitLong/RepDistiller", "ft_paper": "Jangho-Kim/Factor-Transfer-pytorch",
-            "ab": "HobbitLong/RepDistiller", "crd": "HobbitLong/RepDistiller"}
+REPDISTILLER = "HobbitLong/RepDistiller"
+FIXTURES = {"at": REPDISTILLER, "sp": REPDISTILLER, "rkd": REPDISTILLER, "pkt_cosine": REPDISTILLER,
+            "nst": REPDISTILLER, "vid": REPDISTILLER, "cc_repdistiller": REPDISTILLER, "fsp": REPDISTILLER,
+            "ft_repdistiller": REPDISTILLER,
+            "ft_paraphraser": REPDISTILLER, "ab": REPDISTILLER, "crd": REPDISTILLER,
+            "cc_gaussian_torchdistill": "yoshitomo-matsubara/torchdistill",
+            "ft_paper": "Jangho-Kim/Factor-Transfer-pytorch"}
 
 
 @pytest.mark.parametrize("name", sorted(FIXTURES))
@@ -76,7 +77,8 @@ def test_fixtures_name_their_official_source(name):
 
 LOSSES_OF_TWO_FEATURE_MAPS = [at_loss, nst_loss, sp_loss, rkd_loss, pkt_cosine_loss, cc_loss,
                               lambda s, t: ft_loss(s, t[:, :3]), lambda s, t: ft_loss(s, t, mode="repdistiller"),
-                              lambda s, t: ab_loss(s[:, :, :2, :2], t[:, :3]), lambda s, t: fsp_loss([s, s], [t[:, :3], t[:, :3]])]
+                              lambda s, t: ab_loss(s[:, :, :2, :2], t[:, :3]),
+                              lambda s, t: fsp_loss([s, s], [t[:, :3], t[:, :3]])]
 
 
 @pytest.mark.parametrize("loss_fn", LOSSES_OF_TWO_FEATURE_MAPS)
@@ -291,7 +293,8 @@ def test_cc_kernel_matches_torchdistill(case):
     assert_golden(correlation_matrix(teacher, gamma, order), case["outputs"]["teacher_correlation"])
     # torchdistill reports the unsquared Frobenius distance / B^2; the paper's loss squares it.
     batch = student.shape[0]
-    assert_golden(cc_loss(student, teacher, gamma, order), (case["outputs"]["torchdistill_loss"] * batch**2) ** 2 / batch**2)
+    torchdistill_loss = case["outputs"]["torchdistill_loss"]
+    assert_golden(cc_loss(student, teacher, gamma, order), (torchdistill_loss * batch**2) ** 2 / batch**2)
 
 
 def test_cc_hand_value_and_gaussian_limit():
@@ -400,7 +403,8 @@ def test_ft_paper_matches_the_authors_code(case):
 def test_ft_modes_differ_and_shapes():
     torch.manual_seed(0)
     student, teacher = torch.randn(2, 3, 4, 4, dtype=torch.float64), torch.randn(2, 3, 4, 4, dtype=torch.float64)
-    assert ft_loss(student, teacher).item() != pytest.approx(ft_loss(student, teacher, mode="repdistiller").item(), rel=1e-3)
+    repdistiller = ft_loss(student, teacher, mode="repdistiller").item()
+    assert ft_loss(student, teacher).item() != pytest.approx(repdistiller, rel=1e-3)
     paraphraser, translator = Paraphraser(8, rate=0.5), Translator(5, 8, rate=0.5)
     factor, reconstruction = paraphraser(torch.randn(2, 8, 4, 4))
     assert factor.shape == (2, 4, 4, 4) and reconstruction.shape == (2, 8, 4, 4)
@@ -568,8 +572,8 @@ def test_negatives_from_other_classes(replacement):
         assert all(len(set(row.tolist())) == 40 for row in negatives)
     again = draw_negatives_other_classes(targets, labels, 40, torch.Generator().manual_seed(0), replacement)
     assert torch.equal(negatives, again)
-    many = draw_negatives_other_classes(torch.zeros(2000, dtype=torch.long), labels, 8, torch.Generator().manual_seed(1),
-                                        True)
+    many = draw_negatives_other_classes(torch.zeros(2000, dtype=torch.long), labels, 8,
+                                        torch.Generator().manual_seed(1), replacement=True)
     assert set(many.flatten().tolist()) == set(torch.nonzero(labels != 0).flatten().tolist())
 
 
@@ -579,7 +583,8 @@ def test_crd_criterion_draws_identical_negatives_for_identical_generators():
     results = []
     for negatives_seed in (2, 2, 3):
         # Every rank seeds the memory's and the negatives' generators alike.
-        criterion = CRDCriterion(5, 4, num_data=10, embed_dim=3, num_negatives=6, generator=torch.Generator().manual_seed(1))
+        criterion = CRDCriterion(5, 4, num_data=10, embed_dim=3, num_negatives=6,
+                                 generator=torch.Generator().manual_seed(1))
         for head, value in ((criterion.embed_student, 0.1), (criterion.embed_teacher, -0.2)):
             torch.nn.init.constant_(head.linear.weight, value)
             torch.nn.init.constant_(head.linear.bias, value)

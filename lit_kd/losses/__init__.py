@@ -28,5 +28,4 @@ __all__ = ["kd_loss", "hint_loss", "hcl_loss", "pkt_loss", "dense_guidance_loss"
            "promote"]
 # The RepDistiller family of feature and relation losses.
 __all__ += ["at_loss", "sp_loss", "rkd_loss", "pkt_cosine_loss", "nst_loss", "vid_loss", "cc_loss",
-            "cc_loss_repdistiller", "fsp_loss", "ft_loss", "ab_loss",
-            "ab_stage_weights", "crd_nce_loss"]
+            "cc_loss_repdistiller", "fsp_loss", "ft_loss", "ab_loss", "ab_stage_weights", "crd_nce_loss"]

@@ -33,7 +33,8 @@ class ABConnector(nn.Module):
     def __init__(self, student_shape: Sequence[int], teacher_shape: Sequence[int]) -> None:
         super().__init__()
         if len(student_shape) != 3 or len(teacher_shape) != 3:
-            raise ValueError(f"ABConnector needs (C, H, W) shapes; got {tuple(student_shape)} and {tuple(teacher_shape)}.")
+            raise ValueError(f"ABConnector needs (C, H, W) shapes; got {tuple(student_shape)} and "
+                             f"{tuple(teacher_shape)}.")
         self.student_shape, self.teacher_shape = tuple(student_shape), tuple(teacher_shape)
         (s_c, s_h, s_w), (t_c, t_h, t_w) = self.student_shape, self.teacher_shape
         self.conv: nn.Module | None
