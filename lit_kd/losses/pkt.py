@@ -52,4 +52,4 @@ def pkt_cosine_loss(student_embedding: Tensor, teacher_embedding: Tensor, eps: f
         raise ValueError("PKT compares samples with each other: it needs a batch of at least 2.")
     teacher_p = cosine_conditionals(teacher, eps)
     student_p = cosine_conditionals(student, eps)
-    return (teacher_p * (torch.log(teacher_p + eps) - torch.log(student_p + eps))).mean()
+    return (teacher_p * torch.log((teacher_p + eps) / (student_p + eps))).mean()
