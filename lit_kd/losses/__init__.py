@@ -12,6 +12,7 @@ from lit_kd.losses.features import hcl_loss, hint_loss
 from lit_kd.losses.logits import kd_loss
 from lit_kd.losses.precision import loss_dtype, promote
 from lit_kd.losses.relational import pkt_loss
+from lit_kd.losses.review import review_kd_loss
 
 __all__ = ["kd_loss", "hint_loss", "hcl_loss", "pkt_loss", "dense_guidance_loss", "drop_guides", "loss_dtype",
-           "promote"]
+           "promote", "review_kd_loss"]
