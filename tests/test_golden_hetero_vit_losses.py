@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from golden import cases, load_golden
-from lit_kd.losses import hcl_loss, review_kd_loss
+from lit_kd.losses import hcl_loss, ofd_loss, ofd_margin, ofd_partial_l2_loss, review_kd_loss
+from lit_kd.methods.ofd import OFDConnector, OFDDistillation
 from lit_kd.methods.review_kd import AttentionBasedFusion, KnowledgeReview
 
 RTOL = 1e-10
@@ -55,7 +56,7 @@ def grads_by_name(module: nn.Module, renames: dict[str, str]) -> dict[str, Tenso
 
 
 def test_fixtures_name_their_official_source():
-    for name in ("hcl", "review_kd"):
+    for name in ("hcl", "review_kd", "ofd"):
         source = load_golden(name)["source"]
         assert len(source["commit"]) == 40 and "/" in source["repository"]
 
@@ -156,3 +157,100 @@ def test_review_bad_input():
         review_kd_loss([torch.zeros(1, 2, 2, 2)], [])
     with pytest.raises(ValueError, match="equal shapes"):
         review_kd_loss([torch.zeros(1, 2, 2, 2)], [torch.zeros(1, 3, 2, 2)])
+
+
+# --------------------------------------------------------------------------- OFD
+
+@pytest.mark.parametrize("case", [c for c in cases("ofd") if c["name"].startswith("margin_")], ids=lambda c: c["name"])
+def test_ofd_margin_matches_official(case):
+    margin = ofd_margin(case["inputs"]["bn_weight"], case["inputs"]["bn_bias"])
+    assert margin.dtype == torch.float64
+    # the official margins are float32 (torch.FloatTensor of double-precision scipy values)
+    expected = case["outputs"]["margin"]
+    assert expected.dtype == torch.float32
+    assert torch.equal(margin.float(), expected)
+    assert_close(margin, expected.double(), rtol=1e-7, atol=0.0)
+
+
+def test_ofd_margin_definition_by_quadrature():
+    # E[x | x < 0] for x ~ N(b, w^2), by the trapezoid rule over the negative half line
+    weight, bias = torch.tensor([0.8, -1.3]), torch.tensor([0.4, -0.2])
+    margin = ofd_margin(weight.double(), bias.double())
+    for w, b, m in zip(weight.double().abs(), bias.double(), margin):
+        x = torch.linspace(-40.0, 0.0, 400_001, dtype=torch.float64)
+        density = torch.exp(-((x - b) / w) ** 2 / 2)
+        assert_close(m, torch.trapezoid(x * density, x) / torch.trapezoid(density, x), rtol=1e-8, atol=0.0)
+    # the negligible-tail branch: -3|w|
+    assert ofd_margin(torch.tensor([2.0]), torch.tensor([10.0])).item() == -6.0
+
+
+@pytest.mark.parametrize("case", [c for c in cases("ofd") if c["name"].startswith("distance_")],
+                         ids=lambda c: c["name"])
+def test_ofd_partial_l2_matches_official(case):
+    inputs = case["inputs"]
+    student = inputs["student_feature"].clone().requires_grad_(True)
+    loss = ofd_partial_l2_loss(student, inputs["teacher_feature"], inputs["margin"], reduction="sum")
+    loss.backward()
+    assert_close(loss, case["outputs"]["loss"])
+    assert_close(student.grad, case["grads"]["student_feature"])
+    batch = student.shape[0]
+    assert_close(ofd_partial_l2_loss(inputs["student_feature"], inputs["teacher_feature"], inputs["margin"]),
+                 case["outputs"]["loss"] / batch)
+    if case["name"] == "distance_identical":
+        assert case["outputs"]["loss"] == 0.0
+
+
+def test_ofd_partial_l2_by_hand():
+    # teacher below the margin: target = margin; student below it is free, above it is pulled down;
+    # a positive teacher response is always matched.
+    margin = torch.tensor([-1.0], dtype=torch.float64)
+    teacher = torch.tensor([-3.0, -3.0, -0.5, -0.5, 2.0, 2.0], dtype=torch.float64).reshape(1, 1, 6)
+    student = torch.tensor([-2.0, 0.5, -0.7, -0.2, 1.0, 3.0], dtype=torch.float64).reshape(1, 1, 6)
+    expected = 0.0 + (0.5 + 1.0) ** 2 + 0.0 + (-0.2 + 0.5) ** 2 + 1.0 + 1.0
+    assert_close(ofd_partial_l2_loss(student, teacher, margin, reduction="sum"), expected)
+
+
+@pytest.mark.parametrize("case", [c for c in cases("ofd") if c["name"].startswith(("clovaai_", "mdistiller_"))],
+                         ids=lambda c: c["name"])
+def test_ofd_distillation_matches_official(case):
+    p, inputs = case["params"], case["inputs"]
+    norms = []
+    for weight, bias in zip(inputs["teacher_bn_weights"], inputs["teacher_bn_biases"]):
+        norm = nn.BatchNorm2d(len(weight)).double()
+        with torch.no_grad():
+            norm.weight.copy_(weight)
+            norm.bias.copy_(bias)
+        norms.append(norm)
+    module = OFDDistillation(p["student_channels"], p["teacher_channels"], norms,
+                             kernel_size=p.get("kernel_size", 1), pool_teacher=p["pool_teacher"]).double()
+    for own, official in zip(module.margins, inputs["margins"]):  # margins from the BNs, float32 officially
+        assert torch.equal(own.float(), official.float())
+    state = {f"connectors.{key}": value for key, value in case["weights"].items()}
+    state.update({f"margin{i}": m.double() for i, m in enumerate(inputs["margins"])})  # the official float32 values
+    module.load_state_dict(state, strict=False)
+    module.train(p["train"])
+    student = [f.clone().requires_grad_(True) for f in inputs["student_features"]]
+    loss = module(student, inputs["teacher_features"], reduction=p["reduction"])
+    assert_close(loss, case["outputs"]["loss"])
+    loss.backward()
+    for got, want in zip(student, case["grads"]["student_features"]):
+        assert_close(got.grad, want)
+    for name, param in module.connectors.named_parameters():
+        assert_close(param.grad, case["grads"]["weights"][name])
+
+
+def test_ofd_bad_input():
+    with pytest.raises(ValueError, match="pool the teacher"):
+        ofd_partial_l2_loss(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 2, 2), torch.zeros(2))
+    with pytest.raises(ValueError, match="one margin per teacher channel"):
+        ofd_partial_l2_loss(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4), torch.zeros(3))
+    with pytest.raises(ValueError, match="reduction"):
+        ofd_partial_l2_loss(torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4), torch.zeros(2), reduction="mean")
+    with pytest.raises(ValueError, match="as many teacher features"):
+        ofd_loss([torch.zeros(1, 2, 4, 4)], [], [torch.zeros(2)])
+    with pytest.raises(ValueError, match="zero in channels \\[1\\]"):
+        ofd_margin(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0]))
+    with pytest.raises(ValueError, match="odd kernel_size"):
+        OFDConnector(2, 3, kernel_size=2)
+    with pytest.raises(ValueError, match="teacher BN has 3 channels"):
+        OFDDistillation([2], [4], [nn.BatchNorm2d(3)])
