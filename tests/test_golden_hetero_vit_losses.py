@@ -15,7 +15,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from golden import cases, load_golden
-from lit_kd.losses import hcl_loss, ofd_loss, ofd_margin, ofd_partial_l2_loss, review_kd_loss
+import re
+
+from lit_kd.losses import hcl_loss, ofa_loss, ofd_loss, ofd_margin, ofd_partial_l2_loss, review_kd_loss
+from lit_kd.methods.ofa import OFABranches, OFACNNBranch, OFAViTBranch, ofa_stage_layers
 from lit_kd.methods.ofd import OFDConnector, OFDDistillation
 from lit_kd.methods.review_kd import AttentionBasedFusion, KnowledgeReview
 
@@ -56,7 +59,7 @@ def grads_by_name(module: nn.Module, renames: dict[str, str]) -> dict[str, Tenso
 
 
 def test_fixtures_name_their_official_source():
-    for name in ("hcl", "review_kd", "ofd"):
+    for name in ("hcl", "review_kd", "ofd", "ofa", "ofa_vit_grid28"):
         source = load_golden(name)["source"]
         assert len(source["commit"]) == 40 and "/" in source["repository"]
 
@@ -254,3 +257,150 @@ def test_ofd_bad_input():
         OFDConnector(2, 3, kernel_size=2)
     with pytest.raises(ValueError, match="teacher BN has 3 channels"):
         OFDDistillation([2], [4], [nn.BatchNorm2d(3)])
+
+
+# --------------------------------------------------------------------------- OFA
+
+@pytest.mark.parametrize("case", [c for c in cases("ofa") if c["name"].startswith("loss_")], ids=lambda c: c["name"])
+def test_ofa_loss_matches_official(case):
+    p, inputs = case["params"], case["inputs"]
+    student = inputs["student_logits"].clone().requires_grad_(True)
+    loss = ofa_loss(student, inputs["teacher_logits"], inputs["target"], p["epsilon"], p["temperature"])
+    loss.backward()
+    assert_close(loss, case["outputs"]["loss"])
+    assert_close(student.grad, case["grads"]["student_logits"])
+
+
+def test_ofa_loss_by_hand():
+    # one sample, three classes, label 0, eps 2: weights (p_t0 + 1)^2 - 1 and p_tc^2
+    student, teacher = torch.tensor([[0.5, -1.0, 2.0]]), torch.tensor([[1.0, 0.0, -1.0]])
+    p_t = [math.exp(v) for v in (1.0, 0.0, -1.0)]
+    p_t = [v / sum(p_t) for v in p_t]
+    log_p_s = [v - math.log(sum(math.exp(w) for w in (0.5, -1.0, 2.0))) for v in (0.5, -1.0, 2.0)]
+    weights = [(p_t[0] + 1) ** 2 - 1, p_t[1] ** 2, p_t[2] ** 2]
+    expected = -sum(w * l for w, l in zip(weights, log_p_s))
+    assert ofa_loss(student, teacher, torch.tensor([0]), epsilon=2.0).item() == pytest.approx(expected, rel=1e-6)
+    # eps = 1: cross-entropy with the teacher's soft labels, whatever the label
+    for label in (0, 1, 2):
+        ce = -sum(p * l for p, l in zip(p_t, log_p_s))
+        assert ofa_loss(student, teacher, torch.tensor([label])).item() == pytest.approx(ce, rel=1e-6)
+
+
+def _ofa_lit_key(key: str, kind: str, downsample_blocks: int) -> str:
+    """An official projector key (within one stage) as the lit_kd branch's key."""
+    if kind == "cnn":
+        if downsample_blocks == 0:
+            return re.sub(r"^0\.", "downsample.0.", re.sub(r"^3\.", "head.", key))
+        key = re.sub(rf"^{downsample_blocks + 2}\.", "head.", key)
+        return re.sub(r"^(\d+)\.op\.", r"downsample.\1.", key)
+    key = re.sub(r"^0\.fn\.", "merge.", key)
+    key = re.sub(r"^1\.(\d+)\.attn\.", r"blocks.\1.", key)
+    key = re.sub(r"^1\.(\d+)\.mlp\.", r"blocks.\1.", key)
+    key = re.sub(r"^1\.", "blocks.", key)
+    return re.sub(r"^3\.", "head.", key)
+
+
+def _ofa_branch(p: dict, stage: int, shape: tuple[int, ...]) -> tuple[nn.Module, int]:
+    if p["kind"] == "cnn":
+        blocks = 4 - stage
+        return OFACNNBranch(shape[0], blocks, max(p["student_dim"], p["teacher_dim"]), p["num_classes"]), blocks
+    prefix = p["num_prefix_tokens"]
+    side = math.isqrt(shape[0] - prefix)
+    branch = OFAViTBranch(shape[1], side, max(4 - stage, 1), p["num_classes"], feature_dim=p["student_dim"],
+                          num_prefix_tokens=prefix)
+    return branch, 0
+
+
+def _check_ofa_distiller_case(case, as_maps: bool = False):
+    p, inputs = case["params"], case["inputs"]
+    features = [f.clone().requires_grad_(True) for f in inputs["stage_features"]]
+    student_logits = inputs["student_logits"].clone().requires_grad_(True)
+    teacher_logits, target = inputs["teacher_logits"], inputs["target"]
+    epsilons = p["epsilons"] * (len(p["stages"]) + 1) if len(p["epsilons"]) == 1 else p["epsilons"]
+    loss_ofa = torch.zeros((), dtype=torch.float64)
+    branches = {}
+    for stage, epsilon in zip(p["stages"], epsilons):
+        feature = features[stage - 1]
+        branch, blocks = _ofa_branch(p, stage, tuple(feature.shape[1:]))
+        branch = branch.double()
+        prefix = f"{stage}."
+        weights = {_ofa_lit_key(k[len(prefix):], p["kind"], blocks): v
+                   for k, v in case["weights"].items() if k.startswith(prefix)}
+        own = {k for k in branch.state_dict() if not k.endswith("num_batches_tracked")}
+        assert set(weights) == own, sorted(set(weights) ^ own)
+        branch.load_state_dict(weights, strict=False)
+        branch.train(p["train"])
+        branches[stage] = branch
+        if as_maps:  # the same tokens as a (B, D, H, W) map, as FeatureTap gives them
+            side = math.isqrt(feature.shape[1])
+            feature = feature.transpose(1, 2).reshape(feature.shape[0], feature.shape[2], side, side)
+        logits = branch(feature)
+        assert_close(logits, case["outputs"]["branch_logits"][str(stage)])
+        loss_ofa = loss_ofa + ofa_loss(logits, teacher_logits, target, epsilon, p["temperature"])
+    loss_kd = ofa_loss(student_logits, teacher_logits, target, epsilons[-1], p["temperature"])
+    assert_close(loss_ofa, case["outputs"]["loss_ofa"])
+    assert_close(loss_kd, case["outputs"]["loss_kd"])
+    (loss_kd + loss_ofa).backward()
+    assert_close(student_logits.grad, case["grads"]["student_logits"])
+    for got, want in zip(features, case["grads"]["stage_features"]):
+        assert_close(torch.zeros_like(want) if got.grad is None else got.grad, want)
+    for key, want in case["grads"]["weights"].items():
+        stage, rest = key.split(".", 1)
+        blocks = 4 - int(stage) if p["kind"] == "cnn" else 0
+        got = dict(branches[int(stage)].named_parameters())[_ofa_lit_key(rest, p["kind"], blocks)].grad
+        assert_close(got, want)
+
+
+@pytest.mark.parametrize("case", [c for c in cases("ofa") if not c["name"].startswith("loss_")]
+                         + cases("ofa_vit_grid28"), ids=lambda c: c["name"])
+def test_ofa_branches_and_losses_match_official(case):
+    _check_ofa_distiller_case(case)
+
+
+def test_ofa_vit_branch_takes_feature_maps_from_taps():
+    case = next(c for c in cases("ofa") if c["name"] == "vit_student_no_prefix_grid8_stage3")
+    _check_ofa_distiller_case(case, as_maps=True)
+
+
+def test_ofa_stage_layers_and_branches_from_timm_feature_info():
+    import timm
+
+    assert ofa_stage_layers([{"reduction": r} for r in (2, 4, 8, 16, 32)]) == [1, 2, 3, 4]  # timm ResNets
+    assert ofa_stage_layers([{"reduction": r} for r in (1, 1, 2, 4)]) == [1, 2, 3]  # CIFAR ResNets
+    assert ofa_stage_layers([{"reduction": 16}] * 12) == [1, 3, 9, 11]  # ViT: the official blocks
+    cnn = timm.create_model("resnet8", num_classes=10)
+    branches = OFABranches(cnn, num_classes=10, teacher_feature_dim=128, image_size=32)
+    assert branches.stages == [1, 2, 3] and branches.layers == [1, 2, 3]
+    assert [len(b.downsample) for b in branches.branches] == [2, 1, 1]
+    assert branches.branches[-1].head.in_features == 128  # max(student 64, teacher 128)
+    from lit_kd.taps import FeatureTap
+
+    _, features = FeatureTap(cnn, branches.layers)(torch.randn(2, 3, 32, 32))
+    assert [tuple(logits.shape) for logits in branches(features)] == [(2, 10)] * 3
+    vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=4, depth=12, num_classes=10)
+    vit_branches = OFABranches(vit, num_classes=10, teacher_feature_dim=64, stages=[1, 4], image_size=32)
+    assert vit_branches.layers == [1, 11]
+    assert [len(b.blocks) for b in vit_branches.branches] == [3, 1]
+    _, features = FeatureTap(vit, vit_branches.layers)(torch.randn(2, 3, 32, 32))
+    assert [tuple(logits.shape) for logits in vit_branches(features)] == [(2, 10)] * 2
+
+
+def test_ofa_bad_input():
+    with pytest.raises(ValueError, match="one shape"):
+        ofa_loss(torch.zeros(2, 3), torch.zeros(2, 4), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="class indices"):
+        ofa_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([0.0, 1.0]))
+    with pytest.raises(ValueError, match="epsilon"):
+        ofa_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([0, 1]), epsilon=0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        ofa_loss(torch.zeros(2, 3), torch.zeros(2, 3), torch.tensor([0, 1]), temperature=-1.0)
+    with pytest.raises(ValueError, match="even token grid"):
+        OFAViTBranch(8, 14 * 2 + 2, 1, 10)
+    with pytest.raises(ValueError, match="Leave feature_dim unset"):
+        OFAViTBranch(8, 8, 1, 10, feature_dim=16)
+    with pytest.raises(ValueError, match="no prefix tokens"):
+        OFAViTBranch(8, 8, 1, 10, num_prefix_tokens=1)(torch.zeros(1, 8, 8, 8))
+    with pytest.raises(ValueError, match="stages 1..3"):
+        import timm
+
+        OFABranches(timm.create_model("resnet8"), 10, 64, stages=[4], image_size=32)

@@ -9,6 +9,7 @@ rule is :func:`lit_kd.losses.precision.loss_dtype`; losses apply it with
 
 from lit_kd.losses.dense_guidance import dense_guidance_loss, drop_guides
 from lit_kd.losses.features import hcl_loss, hint_loss
+from lit_kd.losses.heterogeneous import ofa_loss
 from lit_kd.losses.logits import kd_loss
 from lit_kd.losses.overhaul import ofd_loss, ofd_margin, ofd_partial_l2_loss
 from lit_kd.losses.precision import loss_dtype, promote
@@ -16,4 +17,5 @@ from lit_kd.losses.relational import pkt_loss
 from lit_kd.losses.review import review_kd_loss
 
 __all__ = ["kd_loss", "hint_loss", "hcl_loss", "pkt_loss", "dense_guidance_loss", "drop_guides", "loss_dtype",
-           "promote", "review_kd_loss", "ofd_margin", "ofd_partial_l2_loss", "ofd_loss"]
+           "promote", "review_kd_loss", "ofd_margin", "ofd_partial_l2_loss", "ofd_loss",
+           "ofa_loss"]
