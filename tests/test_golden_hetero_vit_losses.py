@@ -17,10 +17,27 @@ from torch import Tensor, nn
 from golden import cases, load_golden
 import re
 
-from lit_kd.losses import hcl_loss, ofa_loss, ofd_loss, ofd_margin, ofd_partial_l2_loss, review_kd_loss
+from lit_kd.losses import (
+    deit_distillation_loss,
+    deit_inference_logits,
+    dmae_feature_loss,
+    hcl_loss,
+    mae_reconstruction_loss,
+    ofa_loss,
+    ofd_loss,
+    ofd_margin,
+    ofd_partial_l2_loss,
+    patchify,
+    review_kd_loss,
+    vitkd_generation_loss,
+    vitkd_loss,
+    vitkd_mimic_loss,
+)
+from lit_kd.methods.dmae import DMAEProjector, gather_tokens, random_visible_indices
 from lit_kd.methods.ofa import OFABranches, OFACNNBranch, OFAViTBranch, ofa_stage_layers
 from lit_kd.methods.ofd import OFDConnector, OFDDistillation
 from lit_kd.methods.review_kd import AttentionBasedFusion, KnowledgeReview
+from lit_kd.methods.vitkd import ViTKDGeneration, ViTKDMimic, random_token_mask
 
 RTOL = 1e-10
 ATOL = 1e-13
@@ -59,7 +76,7 @@ def grads_by_name(module: nn.Module, renames: dict[str, str]) -> dict[str, Tenso
 
 
 def test_fixtures_name_their_official_source():
-    for name in ("hcl", "review_kd", "ofd", "ofa", "ofa_vit_grid28"):
+    for name in ("hcl", "review_kd", "ofd", "ofa", "ofa_vit_grid28", "deit", "vitkd", "dmae"):
         source = load_golden(name)["source"]
         assert len(source["commit"]) == 40 and "/" in source["repository"]
 
@@ -404,3 +421,197 @@ def test_ofa_bad_input():
         import timm
 
         OFABranches(timm.create_model("resnet8"), 10, 64, stages=[4], image_size=32)
+
+
+# --------------------------------------------------------------------------- DeiT
+
+@pytest.mark.parametrize("case", cases("deit"), ids=lambda c: c["name"])
+def test_deit_distillation_loss_matches_official(case):
+    p, inputs = case["params"], case["inputs"]
+    class_logits = inputs["class_logits"].clone().requires_grad_(True)
+    distill_logits = inputs["distill_logits"].clone().requires_grad_(True)
+    loss = deit_distillation_loss(class_logits, distill_logits, inputs["teacher_logits"], inputs["target"],
+                                  mode=p["mode"], alpha=p["alpha"], temperature=p["temperature"],
+                                  label_smoothing=p["label_smoothing"], soft_reduction="numel")
+    loss.backward()
+    assert_close(loss, case["outputs"]["loss"])
+    assert_close(class_logits.grad, case["grads"]["class_logits"])
+    assert_close(distill_logits.grad, case["grads"]["distill_logits"])
+
+
+@pytest.mark.parametrize("case", [c for c in cases("deit") if c["params"]["mode"] == "soft"], ids=lambda c: c["name"])
+def test_deit_soft_paper_reduction_is_classes_times_official_kl(case):
+    # the default (paper) divides the summed KL by the batch, the official by batch * classes
+    p, inputs = case["params"], case["inputs"]
+    args = (inputs["class_logits"], inputs["distill_logits"], inputs["teacher_logits"], inputs["target"])
+    base = deit_distillation_loss(*args, mode="soft", alpha=0.0)
+    paper = deit_distillation_loss(*args, mode="soft", alpha=p["alpha"], temperature=p["temperature"])
+    official = case["outputs"]["loss"]
+    classes = inputs["class_logits"].shape[1]
+    assert_close((paper - (1 - p["alpha"]) * base) / classes, official - (1 - p["alpha"]) * base)
+
+
+def test_deit_by_hand_and_inference_rule():
+    cls_logits = torch.tensor([[2.0, 0.0, -1.0]], dtype=torch.float64)
+    dist_logits = torch.tensor([[0.0, 1.0, 0.0]], dtype=torch.float64)
+    teacher = torch.tensor([[0.0, 3.0, 1.0]], dtype=torch.float64)
+    log_sm = lambda z: z - torch.logsumexp(z, dim=1, keepdim=True)  # noqa: E731
+    ce_label = -log_sm(cls_logits)[0, 0]
+    ce_teacher = -log_sm(dist_logits)[0, 1]
+    hard = deit_distillation_loss(cls_logits, dist_logits, teacher, torch.tensor([0]), mode="hard", alpha=0.5)
+    assert_close(hard, 0.5 * ce_label + 0.5 * ce_teacher)
+    p_t = torch.softmax(teacher / 2, dim=1)
+    kl = (p_t * (p_t.log() - log_sm(dist_logits / 2))).sum()
+    soft = deit_distillation_loss(cls_logits, dist_logits, teacher, torch.tensor([0]), mode="soft", alpha=0.25,
+                                  temperature=2.0)
+    assert_close(soft, 0.75 * ce_label + 0.25 * 4 * kl)
+    assert_close(deit_inference_logits(cls_logits, dist_logits), torch.tensor([[1.0, 0.5, -0.5]]))
+
+
+def test_deit_bad_input():
+    z = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match="one shape"):
+        deit_distillation_loss(z, torch.zeros(2, 4), z, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="mode"):
+        deit_distillation_loss(z, z, z, torch.tensor([0, 1]), mode="none")
+    with pytest.raises(ValueError, match="alpha"):
+        deit_distillation_loss(z, z, z, torch.tensor([0, 1]), alpha=1.5)
+    with pytest.raises(ValueError, match="temperature"):
+        deit_distillation_loss(z, z, z, torch.tensor([0, 1]), mode="soft", temperature=0.0)
+    with pytest.raises(ValueError, match="soft_reduction"):
+        deit_distillation_loss(z, z, z, torch.tensor([0, 1]), soft_reduction="mean")
+    with pytest.raises(ValueError, match="Soft targets"):
+        deit_distillation_loss(z, z, z, torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="differ in shape"):
+        deit_inference_logits(z, torch.zeros(3, 3))
+
+
+# --------------------------------------------------------------------------- ViTKD
+
+VITKD_NAMES = {"align2.": "mimic.projections.", "align.": "generation.align.", "mask_token": "generation.mask_token",
+               "generation.": "generation.generation."}
+
+
+@pytest.mark.parametrize("case", cases("vitkd"), ids=lambda c: c["name"])
+def test_vitkd_matches_official(case):
+    p, inputs = case["params"], case["inputs"]
+    parts = nn.Module()
+    parts.mimic = ViTKDMimic(p["student_dim"], p["teacher_dim"])
+    parts.generation = ViTKDGeneration(p["student_dim"], p["teacher_dim"])
+    parts = parts.double()
+    load_renamed(parts, case["weights"], VITKD_NAMES)
+    mask = inputs["mask"].bool()
+    # the mask is an explicit input; random_token_mask draws the official one from the same seed
+    drawn = random_token_mask(*mask.shape, p["mask_ratio"], generator=torch.Generator().manual_seed(p["seed"]))
+    assert torch.equal(drawn, mask)
+    shallow = inputs["student_shallow"].clone().requires_grad_(True)
+    deep = inputs["student_deep"].clone().requires_grad_(True)
+    loss = vitkd_loss(parts.mimic(shallow), inputs["teacher_shallow"], parts.generation(deep, mask),
+                      inputs["teacher_deep"], mask, alpha=p["alpha"], beta=p["beta"], mask_ratio=p["mask_ratio"])
+    assert_close(loss, case["outputs"]["loss"])
+    loss.backward()
+    assert_close(shallow.grad, case["grads"]["student_shallow"])
+    assert_close(deep.grad, case["grads"]["student_deep"])
+    got = grads_by_name(parts, VITKD_NAMES)
+    assert set(got) == set(case["grads"]["weights"])
+    for name, want in case["grads"]["weights"].items():
+        assert_close(got[name], want)
+
+
+def test_vitkd_by_hand():
+    # mimicking: sum of squares over layers/tokens/channels, divided by the batch
+    s, t = torch.ones(2, 2, 3, 4, dtype=torch.float64), torch.zeros(2, 2, 3, 4, dtype=torch.float64)
+    assert_close(vitkd_mimic_loss(s, t), 2 * 3 * 4 * 2 / 2)
+    # generation: only masked tokens count, divided by batch and mask ratio
+    g, t = torch.ones(1, 4, 2, dtype=torch.float64), torch.zeros(1, 4, 2, dtype=torch.float64)
+    mask = torch.tensor([[True, False, True, False]])
+    assert_close(vitkd_generation_loss(g, t, mask, mask_ratio=0.5), 2 * 2 / 0.5)
+    assert int(random_token_mask(3, 9, 0.5).sum()) == 3 * 5  # 9 - int(4.5) masked per sample
+
+
+def test_vitkd_bad_input():
+    with pytest.raises(ValueError, match="ViTKDMimic"):
+        vitkd_mimic_loss(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 5))
+    with pytest.raises(ValueError, match="mask must be"):
+        vitkd_generation_loss(torch.zeros(1, 4, 2), torch.zeros(1, 4, 2), torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="mask_ratio"):
+        vitkd_generation_loss(torch.zeros(1, 4, 2), torch.zeros(1, 4, 2), torch.zeros(1, 4), mask_ratio=0.0)
+    with pytest.raises(ValueError, match="not a square"):
+        ViTKDGeneration(2, 3)(torch.zeros(1, 5, 2), torch.zeros(1, 5))
+    with pytest.raises(ValueError, match="2 layers"):
+        ViTKDMimic(2, 3)(torch.zeros(1, 3, 4, 2))
+    with pytest.raises(ValueError, match="mask_ratio"):
+        random_token_mask(1, 4, 1.0)
+
+
+# --------------------------------------------------------------------------- DMAE
+
+@pytest.mark.parametrize("case", [c for c in cases("dmae") if c["name"].startswith("feature_")],
+                         ids=lambda c: c["name"])
+def test_dmae_feature_loss_matches_official(case):
+    p, inputs = case["params"], case["inputs"]
+    losses = []
+    students = [f.clone().requires_grad_(True) for f in inputs["student_features"]]
+    projectors = []
+    for block, (student, teacher) in enumerate(zip(students, inputs["teacher_features"])):
+        if p["projection"] is None:
+            losses.append(dmae_feature_loss(student, teacher, p["distance"], normalize=False))
+            continue
+        kind = "linear" if p["projection"] == "fc-1layer" else "mlp"
+        projector = DMAEProjector(student.shape[-1], teacher.shape[-1], kind).double()
+        renames = ({f"{block}.fc1.": "layers.0.", f"{block}.fc2.": "layers.2."} if kind == "mlp"
+                   else {f"{block}.": "layers.0."})
+        load_renamed(projector, {k: v for k, v in case["weights"].items() if k.startswith(f"{block}.")}, renames)
+        projectors.append((projector, renames))
+        losses.append(dmae_feature_loss(projector(student), teacher, p["distance"]))
+    for got, want in zip(losses, case["outputs"]["losses"]):
+        assert_close(got, want)
+    sum(losses).backward()
+    for got, want in zip(students, case["grads"]["student_features"]):
+        assert_close(got.grad, want)
+    for projector, renames in projectors:
+        for name, grad in grads_by_name(projector, renames).items():
+            assert_close(grad, case["grads"]["weights"][name])
+
+
+@pytest.mark.parametrize("case", [c for c in cases("dmae") if c["name"].startswith("reconstruction_")],
+                         ids=lambda c: c["name"])
+def test_dmae_masking_and_reconstruction_match_official(case):
+    p, inputs, outputs = case["params"], case["inputs"], case["outputs"]
+    tokens = inputs["tokens"]
+    visible, mask = random_visible_indices(tokens.shape[0], tokens.shape[1], p["mask_ratio"],
+                                           generator=torch.Generator().manual_seed(p["seed"]))
+    assert torch.equal(visible, outputs["ids_keep"])
+    assert torch.equal(mask, outputs["mask"].float())
+    assert torch.equal(gather_tokens(tokens, visible), outputs["x_masked"])
+    assert torch.equal(patchify(inputs["images"], p["patch_size"]), outputs["patches"])
+    predicted = inputs["predicted_patches"].clone().requires_grad_(True)
+    loss = mae_reconstruction_loss(predicted, inputs["images"], outputs["mask"], p["patch_size"],
+                                   normalize_target=p["norm_pix_loss"])
+    loss.backward()
+    assert_close(loss, outputs["loss"])
+    assert_close(predicted.grad, case["grads"]["predicted_patches"])
+
+
+def test_dmae_identical_features_and_by_hand():
+    teacher = torch.randn(2, 5, 6, dtype=torch.float64)
+    assert dmae_feature_loss(3 * teacher, teacher).item() == pytest.approx(0.0, abs=1e-15)  # scale-free
+    s = torch.tensor([[[3.0, 4.0]]], dtype=torch.float64)
+    t = torch.tensor([[[1.0, 0.0]]], dtype=torch.float64)
+    assert_close(dmae_feature_loss(s, t), (abs(0.6 - 1.0) + 0.8) / 2)
+    assert_close(dmae_feature_loss(s, t, "l2"), ((0.6 - 1.0) ** 2 + 0.8**2) / 2)
+
+
+def test_dmae_bad_input():
+    with pytest.raises(ValueError, match="same\nvisible|same visible|Project the student"):
+        dmae_feature_loss(torch.zeros(1, 3, 4), torch.zeros(1, 3, 5))
+    with pytest.raises(ValueError, match="distance"):
+        dmae_feature_loss(torch.zeros(1, 3, 4), torch.zeros(1, 3, 4), "cos")
+    with pytest.raises(ValueError, match="multiple of the patch size"):
+        patchify(torch.zeros(1, 3, 6, 6), 4)
+    with pytest.raises(ValueError, match="No patch is masked"):
+        mae_reconstruction_loss(torch.zeros(1, 4, 12), torch.zeros(1, 3, 4, 4), torch.zeros(1, 4), 2)
+    with pytest.raises(ValueError, match="leaves no visible patch"):
+        random_visible_indices(1, 9, 0.9)
+    with pytest.raises(ValueError, match="kind"):
+        DMAEProjector(2, 3, kind="mlp-2layer")

@@ -15,7 +15,18 @@ from lit_kd.losses.overhaul import ofd_loss, ofd_margin, ofd_partial_l2_loss
 from lit_kd.losses.precision import loss_dtype, promote
 from lit_kd.losses.relational import pkt_loss
 from lit_kd.losses.review import review_kd_loss
+from lit_kd.losses.vit import (
+    deit_distillation_loss,
+    deit_inference_logits,
+    dmae_feature_loss,
+    mae_reconstruction_loss,
+    patchify,
+    vitkd_generation_loss,
+    vitkd_loss,
+    vitkd_mimic_loss,
+)
 
 __all__ = ["kd_loss", "hint_loss", "hcl_loss", "pkt_loss", "dense_guidance_loss", "drop_guides", "loss_dtype",
            "promote", "review_kd_loss", "ofd_margin", "ofd_partial_l2_loss", "ofd_loss",
-           "ofa_loss"]
+           "ofa_loss", "deit_distillation_loss", "deit_inference_logits", "vitkd_mimic_loss",
+           "vitkd_generation_loss", "vitkd_loss", "dmae_feature_loss", "mae_reconstruction_loss", "patchify"]
