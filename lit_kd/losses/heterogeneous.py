@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -60,7 +59,7 @@ def ofa_loss(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, eps
         raise ValueError(f"epsilon must be a finite number > 0, got {epsilon}")
     temperature = check_temperature(temperature)
     student_logits, teacher_logits = promote(student_logits, teacher_logits)
-    one_hot = F.one_hot(target, classes).to(student_logits.dtype)
+    one_hot = F.one_hot(target.long(), classes).to(student_logits.dtype)
     p_teacher = F.softmax(teacher_logits / temperature, dim=1)
     log_p_student = F.log_softmax(student_logits / temperature, dim=1)
     weights = (p_teacher + one_hot) ** epsilon - one_hot

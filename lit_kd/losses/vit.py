@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -62,7 +61,8 @@ def deit_distillation_loss(class_logits: Tensor, distill_logits: Tensor, teacher
     if soft_reduction not in ("batchmean", "numel"):
         raise ValueError(f"soft_reduction must be 'batchmean' or 'numel', got {soft_reduction!r}")
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha weighs the distillation term against the label term; it must lie in [0, 1], got {alpha}")
+        raise ValueError(f"alpha weighs the distillation term against the label term; it must lie in [0, 1], "
+                         f"got {alpha}")
     temperature = check_temperature(temperature)
     class_logits, distill_logits, teacher_logits = promote(class_logits, distill_logits, teacher_logits)
     if target.is_floating_point():

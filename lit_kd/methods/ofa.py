@@ -268,5 +268,6 @@ class OFABranches(nn.Module):
 
     def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
         if len(features) != len(self.branches):
-            raise ValueError(f"OFABranches has {len(self.branches)} stages {self.stages}; got {len(features)} features.")
+            raise ValueError(f"OFABranches has {len(self.branches)} stages {self.stages}; "
+                             f"got {len(features)} features.")
         return [branch(feature) for branch, feature in zip(self.branches, features)]
