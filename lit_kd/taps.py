@@ -7,7 +7,9 @@ forward pass. Layers are named either
   timm's ``forward_intermediates`` where the model has it (the lit_kd CIFAR zoo has it too, with
   ``preact=True`` for pre-activation features), or by forward hooks on the ``feature_info`` modules
   otherwise; or
-* by **module name** (``str``, e.g. ``"layer2.1.bn2"``) -- served by forward hooks on that module.
+* by **module name** (``str``, e.g. ``"layer2.1.bn2"``) -- served by forward hooks on that module; or
+* as ``"pre_logits"``: the embedding the classifier reads (``forward_head(..., pre_logits=True)``
+  in timm and the CIFAR zoo), for embedding and relation methods (RKD, PKT, CRD, ...).
 
 Hooks are registered on the bare network (never on a DDP wrapper), so names never gain a
 ``module.`` prefix.
@@ -21,9 +23,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FeatureTap", "TapError", "feature_channels", "feature_info", "stage_count"]
+__all__ = ["FeatureTap", "TapError", "PRE_LOGITS", "feature_channels", "feature_info", "stage_count"]
 
 Layer = int | str
+
+PRE_LOGITS = "pre_logits"
 
 
 class TapError(ValueError):
@@ -35,7 +39,8 @@ class FeatureTap:
 
     Args:
         model: a timm model, a lit_kd CIFAR-zoo model, or any ``nn.Module`` (module names only).
-        layers: stage indices into ``model.feature_info`` and/or dotted module names.
+        layers: stage indices into ``model.feature_info``, dotted module names, and/or ``"pre_logits"``
+            (the classifier's input).
         preact: return stage features before their final ReLU. Needs a model whose
             ``forward_intermediates`` accepts ``preact`` (the CIFAR zoo); for other models tap the
             normalization module by name instead (e.g. ``"layer3.1.bn2"``).
@@ -49,9 +54,14 @@ class FeatureTap:
         self._armed = False
 
         stages = feature_info(model)
+        self._pre_logits = PRE_LOGITS in self.layers
+        if self._pre_logits and not callable(getattr(model, "get_classifier", None)):
+            raise TapError(f"{type(model).__name__} has no get_classifier(), so its 'pre_logits' embedding cannot be "
+                           "read: name the embedding layer (a module name) instead.")
+        others = [layer for layer in self.layers if layer != PRE_LOGITS]
         self._use_intermediates = (
-            bool(self.layers)
-            and all(isinstance(layer, int) for layer in self.layers)
+            bool(others)
+            and all(isinstance(layer, int) for layer in others)
             and hasattr(model, "forward_intermediates")
             and hasattr(model, "forward_head")
         )
@@ -64,20 +74,24 @@ class FeatureTap:
                 )
         if self._use_intermediates:
             n = len(stages)
-            for layer in self.layers:
+            for layer in others:
                 if not -n <= int(layer) < n:
                     raise TapError(
                         f"Feature layer {layer} does not exist: {type(model).__name__} has {n} stages "
                         f"(valid indices {-n}..{n - 1})."
                     )
-            self._requested = [int(layer) % n for layer in self.layers]
-            self._stages = sorted(set(self._requested))
+            self._requested = [PRE_LOGITS if layer == PRE_LOGITS else int(layer) % n for layer in self.layers]
+            self._stages = sorted({layer for layer in self._requested if layer != PRE_LOGITS})
             self._hook_names: list[str] = []
         else:
-            self._hook_names = [self._module_name(layer, stages) for layer in self.layers]
+            self._hook_names = [PRE_LOGITS if layer == PRE_LOGITS else self._module_name(layer, stages)
+                                for layer in self.layers]
             modules = dict(model.named_modules())
-            for name in self._hook_names:
-                modules[name].register_forward_hook(self._make_hook(name))
+            for name in dict.fromkeys(self._hook_names):  # once per module, even if requested twice
+                if name == PRE_LOGITS:
+                    model.get_classifier().register_forward_pre_hook(self._make_input_hook(name))
+                else:
+                    modules[name].register_forward_hook(self._make_hook(name))
 
     def _module_name(self, layer: Layer, stages: list[dict]) -> str:
         if isinstance(layer, int):
@@ -104,16 +118,27 @@ class FeatureTap:
                 self._captured[name] = output
         return hook
 
+    def _make_input_hook(self, name: str):
+        def hook(module: nn.Module, inputs: tuple) -> None:
+            if self._armed:
+                self._captured[name] = inputs[0]
+        return hook
+
     def __call__(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         if self._use_intermediates:
             kwargs = {"preact": True} if self.preact else {}
             final, features = self.model.forward_intermediates(x, indices=self._stages, **kwargs)
-            by_stage = dict(zip(self._stages, features))  # timm returns them in forward order, once each
-            return self.model.forward_head(final), [by_stage[stage] for stage in self._requested]
+            by_stage: dict[int | str, Tensor] = dict(zip(self._stages, features))  # forward order, once each
+            if self._pre_logits:  # the classifier's input; the logits from it, as forward_head computes them
+                by_stage[PRE_LOGITS] = self.model.forward_head(final, pre_logits=True)
+                logits = self.model.get_classifier()(by_stage[PRE_LOGITS])
+            else:
+                logits = self.model.forward_head(final)
+            return logits, [by_stage[stage] for stage in self._requested]
         self._armed = True
         try:
             logits = self.model(x)
-            features = [self._captured.pop(name) for name in self._hook_names]
+            features = [self._captured[name] for name in self._hook_names]
         finally:
             self._armed = False
             self._captured.clear()

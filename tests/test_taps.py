@@ -86,3 +86,21 @@ def test_layers_come_back_in_the_requested_order():
     _, reverse = FeatureTap(model, [3, 1, -1])(x)
     assert torch.equal(reverse[0], forward[1]) and torch.equal(reverse[1], forward[0])
     assert torch.equal(reverse[2], forward[1])
+
+
+@pytest.mark.parametrize("name", ["resnet8", "wrn_16_2", "mobilenetv2_cifar", "resnet18"])
+def test_pre_logits_is_the_classifier_input_from_the_same_forward(name):
+    model = timm.create_model(name, num_classes=10).eval()
+    x = torch.rand(2, 3, 32, 32)
+    expected = model.forward_head(model.forward_features(x), pre_logits=True)
+    for layers in (["pre_logits"], [1, "pre_logits"], ["pre_logits", model.feature_info[-1]["module"]]):
+        logits, features = FeatureTap(model, layers)(x)
+        pre = features[layers.index("pre_logits")]
+        torch.testing.assert_close(pre, expected)
+        torch.testing.assert_close(logits, model(x))
+        torch.testing.assert_close(model.get_classifier()(pre), logits)
+
+
+def test_pre_logits_needs_a_classifier():
+    with pytest.raises(TapError, match="get_classifier"):
+        FeatureTap(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)), ["pre_logits"])

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from lit_kd.contract import KDBatch
 from lit_kd.losses import dense_guidance_loss, drop_guides
-from lit_kd.methods.base import network_record
+from lit_kd.methods.base import network_record, weighted_sum
 from lit_kd.methods.kd import KD
 from lit_kd.models import ModelSpec
 
@@ -67,7 +67,8 @@ class DGKD(KD):
     def training_losses(self, batch: KDBatch) -> tuple[Tensor, dict[str, Tensor]]:
         names = self.guide_names()
         self.last_kept = [names[i] for i in drop_guides(len(names), self.drop_num)]
-        guide_logits = [self.frozen_logits(name, batch.teacher_image) for name in self.last_kept]
+        guide_logits = [self.distillation_logits(self.frozen_logits(name, batch.teacher_image))
+                        for name in self.last_kept]
         logits = self(batch.image)
-        return logits, self.weighted_losses(logits, batch.target,
-                                            dense_guidance_loss(logits, guide_logits, self.temperature))
+        dense = dense_guidance_loss(self.distillation_logits(logits), guide_logits, self.temperature)
+        return logits, weighted_sum(**self.ce_term(logits, batch), kd=(self.kd_weight, dense))

@@ -9,9 +9,8 @@ from torch import Tensor, nn
 
 from lit_kd.contract import KDBatch
 from lit_kd.losses import hint_loss
-from lit_kd.methods.base import DistillationModule, weighted_sum
+from lit_kd.methods.feature import FeatureDistillation
 from lit_kd.models import ModelSpec
-from lit_kd.taps import FeatureTap, feature_channels
 
 
 class Connector(nn.Sequential):
@@ -33,7 +32,7 @@ def match_spatial(feature: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(feature, size=size, mode="bilinear", align_corners=False)
 
 
-class FitNet(DistillationModule):
+class FitNet(FeatureDistillation):
     """Romero et al., "FitNets: Hints for Thin Deep Nets" (ICLR 2015).
 
     ``loss = ce_weight * CE(z_s, y) + hint_weight * MSE(connector(f_s), f_t)``
@@ -49,7 +48,7 @@ class FitNet(DistillationModule):
         ce_weight: weight of the cross-entropy with the labels.
         hint_weight: weight of the hint loss.
         probe_size: image size of the dummy forward that sizes the connector.
-        **kwargs: the :class:`~lit_kd.methods.base.DistillationModule` arguments.
+        **kwargs: the :class:`~lit_kd.methods.feature.FeatureDistillation` arguments (``kd_weight``, ...).
     """
 
     def __init__(
@@ -64,27 +63,22 @@ class FitNet(DistillationModule):
         probe_size: int = 32,
         **kwargs: Any,
     ) -> None:
-        super().__init__(student, teacher, **kwargs)
-        self.student_tap = FeatureTap(self.student, [student_layer], preact=preact)
-        self.teacher_tap = FeatureTap(self.teacher, [teacher_layer], preact=preact)
-        (student_shape,) = feature_channels(self.student_tap, self.student_input.size or probe_size)
-        (teacher_shape,) = feature_channels(self.teacher_tap, self.teacher_input.size or probe_size)
+        super().__init__(student, teacher, [student_layer], [teacher_layer], preact=preact, ce_weight=ce_weight,
+                         probe_size=probe_size, **kwargs)
+        (student_shape,), (teacher_shape,) = self.student_shapes, self.teacher_shapes
         if len(student_shape) != 3 or len(teacher_shape) != 3:
             raise ValueError(
                 f"FitNet needs feature maps (C, H, W); got student {student_shape} and teacher {teacher_shape}. "
                 "Choose convolutional stages (or pass output_fmt-NCHW stage indices for ViTs)."
             )
         self.connector = Connector(student_shape[0], teacher_shape[0])
-        self.ce_weight = ce_weight
         self.hint_weight = hint_weight
 
     def trainable_modules(self) -> dict[str, nn.Module]:
         return {"student": self.student, "connector": self.connector}
 
-    def training_losses(self, batch: KDBatch) -> tuple[Tensor, dict[str, Tensor]]:
-        with self.no_teacher_grad():
-            _, (teacher_feature,) = self.teacher_tap(self.teacher_input(batch.teacher_image))
-        logits, (student_feature,) = self.student_tap(self.student_input(batch.image))
+    def feature_terms(self, student_features: list[Tensor], teacher_features: list[Tensor], batch: KDBatch,
+                      student_logits: Tensor, teacher_logits: Tensor) -> dict[str, tuple[float, Tensor]]:
+        (student_feature,), (teacher_feature,) = student_features, teacher_features
         regressed = match_spatial(self.connector(student_feature), tuple(teacher_feature.shape[-2:]))
-        return logits, weighted_sum(ce=(self.ce_weight, self.cross_entropy(logits, batch.target)),
-                                    hint=(self.hint_weight, hint_loss(regressed, teacher_feature)))
+        return {"hint": (self.hint_weight, hint_loss(regressed, teacher_feature))}
