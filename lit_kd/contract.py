@@ -191,6 +191,8 @@ class DataInfo:
             ``"independent"``, ``"fixed_teacher"``); ``None``: not declared (foreign data:
             both networks read the same pixels).
         has_meta_split: training batches carry a meta-validation batch (``KDBatch.meta``).
+        views: the names of the extra views training batches carry in ``KDBatch.views`` (e.g.
+            ``("strong",)`` for a strongly augmented view); empty when there are none.
         fingerprint: a callable returning what identifies the training samples behind
             ``KDBatch.index`` (for caches keyed by sample index), or ``None``.
         database_dataloader: a callable returning the training split in order, without
@@ -206,6 +208,7 @@ class DataInfo:
     val_split_names: tuple[str, ...] = ()
     augmentation: Augmentation | None = None
     has_meta_split: bool = False
+    views: tuple[str, ...] = ()
     fingerprint: Callable[[], dict[str, Any]] | None = None
     database_dataloader: Callable[[], Any] | None = None
     eval_batch: Callable[[Any], KDBatch] = KDBatch.from_any
@@ -235,7 +238,7 @@ class DataInfo:
         """The declared value of field ``name``, or a :class:`DataContractError` that says which method
         needs it, why, and how to provide it."""
         value = getattr(self, name)
-        if value is None or value is False:
+        if value is None or value is False or value == ():
             raise DataContractError(f"{method} needs {why}, and {self.source} does not provide it ({name} not "
                                     f"declared). {fix}")
         return value
