@@ -10,16 +10,24 @@ import torch
 from lit_kd.models import CheckpointError, read_state_dict
 
 
-def export_student(ckpt: str | Path, out: str | Path, network: str = "student") -> Path:
+def export_student(ckpt: str | Path, out: str | Path, network: str = "student", force: bool = False) -> Path:
     """Write the ``network`` weights of a lit_kd ``.ckpt`` to ``out`` (``.safetensors`` or ``.pth``).
 
     The file holds the bare network's state dict (no ``student.`` prefix, no teacher, no
     connectors), loadable with ``model.load_state_dict(...)`` and with
     ``timm.create_model(name, num_classes=..., pretrained=True, pretrained_cfg_overlay=dict(file=out))``.
-    The model name and class count are stored in the safetensors metadata.
+    The model name and class count are stored in the safetensors metadata. An existing ``out`` is
+    replaced only with ``force=True``; weights that are NaN or infinite are never written.
     """
     ckpt, out = Path(ckpt).expanduser(), Path(out).expanduser()
+    if out.exists() and not force:
+        raise FileExistsError(f"{str(out)!r} exists; refusing to replace it. Choose another --out, or pass --force to "
+                              "overwrite it.")
     state = {k: v.contiguous() for k, v in read_state_dict(ckpt, key=network).items()}
+    broken = [k for k, v in state.items() if torch.is_floating_point(v) and not bool(torch.isfinite(v).all())]
+    if broken:
+        raise ValueError(f"The {network} in {str(ckpt)!r} has NaN or infinite weights ({len(broken)} tensors, e.g. "
+                         f"{broken[:3]}): not exporting a broken model. Export an earlier checkpoint of the run.")
     meta = _network_meta(ckpt, network)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".safetensors":

@@ -97,7 +97,7 @@ def test_killed_chain_resumes_without_repeating_a_step(uninterrupted, tmp_path, 
         three_step_chain(tmp_path, callbacks=[KillAt(*kill)]).run()
     finished = json.loads((tmp_path / "chain.json").read_text())["steps"]
     assert len(finished) == kill[0]
-    first_step_file = Path(finished[0]["checkpoint"])
+    first_step_file = tmp_path / finished[0]["checkpoint"]  # stored relative to the chain folder
     mtime = first_step_file.stat().st_mtime_ns
 
     log = FitLog()

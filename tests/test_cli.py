@@ -147,7 +147,7 @@ def test_print_config_lists_every_method_option(capsys):
         assert f"{option}:" in out and "augmentation: consistent" in out
 
 
-def test_export_round_trips_to_timm(tmp_path, monkeypatch):
+def test_export_round_trips_to_timm(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     main(["fit", "--config", str(REPO / "configs" / "quickstart_teacher.yaml"), *TINY,
           "--data.init_args.image_size", "16"])
@@ -165,8 +165,9 @@ def test_export_round_trips_to_timm(tmp_path, monkeypatch):
     for key, value in expected.items():
         assert torch.equal(plain.state_dict()[key], value)
         assert torch.equal(via_timm.state_dict()[key], value)
-    with pytest.raises(Exception, match="teacher"):
+    with pytest.raises(SystemExit) as exit_info:  # a plain error, exit code 2
         main(["export", "--ckpt", str(ckpt), "--out", str(tmp_path / "t.safetensors"), "--network", "teacher"])
+    assert exit_info.value.code == 2 and "without a 'teacher' network" in capsys.readouterr().err
 
 
 def test_readme_drop_in_example_runs_as_written(tmp_path, monkeypatch):
@@ -209,8 +210,10 @@ def test_validate_test_predict_subcommands(tmp_path, monkeypatch):
     main(["predict", "--config", config, "--ckpt_path", ckpt, "--trainer.limit_predict_batches", "1", *small])
 
 
-def test_bad_data_path_fails_before_training_with_the_fix(tmp_path, monkeypatch):
+def test_bad_data_path_fails_before_training_with_the_fix(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     config = str(REPO / "configs" / "cifar10" / "supervised_resnet20_a.yaml")
-    with pytest.raises(FileNotFoundError, match="data_dir"):
+    with pytest.raises(SystemExit) as exit_info:
         main(["fit", "--config", config, *TINY, "--data.init_args.data_dir", str(tmp_path / "missing")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "FileNotFoundError: CIFAR-10 not found" in err and "data_dir" in err

@@ -11,6 +11,7 @@ from typing import Any
 
 _LAZY = {
     "RunSummary": "lit_kd.callbacks.summary",
+    "Checkpoint": "lit_kd.callbacks.checkpoint",
     "ImagesPerSecond": "lit_kd.callbacks.throughput",
     "AssistantChain": "lit_kd.callbacks.chain",
     "ChainStep": "lit_kd.callbacks.chain",

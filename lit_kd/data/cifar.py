@@ -18,7 +18,8 @@ from lit_kd.data.labeled import LabeledImages
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CifarName", "find_cifar_dir", "download_cifar", "load_cifar", "cifar_classes"]
+__all__ = ["CifarName", "CifarUnpickler", "UnsafePickleError", "find_cifar_dir", "download_cifar", "load_cifar",
+           "cifar_classes"]
 
 
 @dataclass(frozen=True)
@@ -116,12 +117,44 @@ def download_cifar(name: CifarName, root: str | os.PathLike[str]) -> Path:
     return root / spec.folder
 
 
+class UnsafePickleError(ValueError):
+    """A CIFAR file that asks the unpickler for something the CIFAR format never holds (code)."""
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """An unpickler that admits only what the CIFAR python format holds.
+
+    Dicts, lists, strings/bytes and numbers need no globals; a NumPy array is rebuilt from
+    ``numpy.ndarray``, ``numpy.dtype`` and ``numpy.core.multiarray._reconstruct`` (the names the
+    official files use; ``numpy._core`` under NumPy 2). Any other global (``os.system``,
+    ``builtins.eval``, ...) is refused before anything runs, so a crafted ``batches.meta`` or
+    ``data_batch_*`` cannot execute code when a fit starts.
+    """
+
+    ALLOWED = {
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),  # how protocol-2 pickles made by Python 3 store text; it only returns bytes
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in self.ALLOWED:
+            raise UnsafePickleError(
+                f"refusing to load {module}.{name}: a CIFAR pickle holds only dicts, lists, bytes, numbers and "
+                "NumPy arrays, so this file is not a CIFAR batch (it may be crafted to run code). Replace it with "
+                "the original file.")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with path.open("rb") as f:
-            return pickle.load(f, encoding="bytes")
+            return CifarUnpickler(f, encoding="bytes").load()
     except FileNotFoundError:
         raise
+    except UnsafePickleError as err:
+        raise UnsafePickleError(f"CIFAR file '{path}': {err}") from None
     except Exception as err:
         raise ValueError(f"cannot read CIFAR file '{path}' (corrupt or not a CIFAR pickle): {err}") from err
 

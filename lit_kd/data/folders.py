@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 import zlib
 from collections.abc import Sequence
@@ -211,7 +212,17 @@ def _dir_base(root: Path) -> Path:
 
 
 def _dir_listing(base: Path, root: Path) -> list[str]:
+    """Every file below the split folders, each real file and folder once.
+
+    Symbolic links are followed, but a folder already visited (a link loop, or two links to one
+    folder) is not entered again, and a file already listed (reached through another link) is left
+    out, with one warning that says how many: a file that appeared twice could land in both the
+    training and the held-out split.
+    """
     names: list[str] = []
+    seen_dirs: set[str] = set()
+    seen_files: dict[str, str] = {}
+    skipped: list[str] = []
     for split in ("train", "val", "test"):
         split_dir = base / split
         if not split_dir.is_dir():
@@ -219,9 +230,25 @@ def _dir_listing(base: Path, root: Path) -> list[str]:
         for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir()):
             names.append(class_dir.relative_to(root).as_posix() + "/")  # keeps empty class folders visible
             for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+                real_dir = os.path.realpath(dirpath)
+                if real_dir in seen_dirs:
+                    skipped.append(dirpath)
+                    dirnames[:] = []
+                    continue
+                seen_dirs.add(real_dir)
                 dirnames.sort()
                 rel = Path(dirpath).relative_to(root).as_posix()
-                names.extend(f"{rel}/{f}" for f in sorted(filenames))
+                for filename in sorted(filenames):
+                    real = os.path.realpath(os.path.join(dirpath, filename))
+                    if real in seen_files:
+                        skipped.append(f"{rel}/{filename}")
+                        continue
+                    seen_files[real] = f"{rel}/{filename}"
+                    names.append(f"{rel}/{filename}")
+    if skipped:
+        warnings.warn(f"Image folder {str(root)!r}: {len(skipped)} files or folders are reached a second time through "
+                      f"symbolic links (e.g. {skipped[:3]}); each is listed once, in the first split and class that "
+                      "reaches it, so no image is trained on and held out at once.", UserWarning, stacklevel=3)
     return names
 
 
@@ -263,6 +290,9 @@ def scan_image_folder(path: str | os.PathLike[str]) -> ImageFolderLayout:
         where = str(base)
     entries = _entries_from_names(names, prefix)
     classes, train_files = _group_split(entries, "train", where)
+    if len(classes) < 2:
+        raise ValueError(f"'{where}/train' has a single class folder ({classes[0]!r}): classification needs at least "
+                         "two classes, one sub-folder each (train/<class>/<image>).")
     present = [name for name in ("val", "test") if name in entries]
     if not present:
         raise ValueError(f"'{where}' has train/ but neither val/ nor test/ for evaluation")

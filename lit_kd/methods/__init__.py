@@ -19,3 +19,10 @@ from lit_kd.methods.supervised import Supervised
 
 __all__ = ["StudentModule", "DistillationModule", "LogitDistillation", "FeatureDistillation", "HandsOffNetwork",
            "Supervised", "KD", "FitNet", "FunctionMatching", "DGKD", "AMDSearch", "DistPro", "InDistill"]
+
+BASES = ("StudentModule", "DistillationModule", "LogitDistillation", "FeatureDistillation", "HandsOffNetwork")
+
+
+def available_methods() -> list[str]:
+    """The short names of the methods (``lit-kd fit --model NAME``), without the base classes."""
+    return [name for name in __all__ if name not in BASES]

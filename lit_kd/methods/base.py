@@ -39,7 +39,7 @@ from lit_kd.losses import kd_loss
 from lit_kd.models import ModelSpec, create_model, resolve_normalization
 
 __all__ = ["StudentModule", "DistillationModule", "HandsOffNetwork", "InputAdapter", "sgd", "weighted_sum",
-           "network_record", "accuracy_metrics"]
+           "network_record", "accuracy_metrics", "NonFiniteLossError", "check_weights"]
 
 # The frozen teacher is in eval mode by design; Lightning's generic notice about it is noise.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
@@ -61,9 +61,20 @@ class InputAdapter(nn.Module):
         self.size = size
         self.normalize = normalize
         self.channels_last = False
+        self._warned_upsample = False
+
+    #: Inputs smaller than ``input_size / UPSAMPLE_WARNING`` are upsampled with a warning (once per adapter).
+    UPSAMPLE_WARNING = 4
 
     def forward(self, images: Tensor) -> Tensor:
         if self.size is not None and tuple(images.shape[-2:]) != (self.size, self.size):
+            if not self._warned_upsample and self.size > self.UPSAMPLE_WARNING * max(images.shape[-2:]):
+                self._warned_upsample = True
+                warnings.warn(
+                    f"A network reads {self.size}x{self.size} pixels but the data's images are "
+                    f"{images.shape[-2]}x{images.shape[-1]}: they are upsampled {self.size / max(images.shape[-2:]):.0f}x, "
+                    "which adds no information and costs compute. Raise data.image_size, or give the network a "
+                    "smaller input_size if it allows one.", UserWarning, stacklevel=2)
             images = F.interpolate(images, size=(self.size, self.size), mode="bilinear", antialias=True,
                                    align_corners=False)
         # The buffers follow the run's precision (bf16-true, 64-true, ...); so do the pixels.
@@ -82,6 +93,20 @@ def _build(network: ModelSpec | dict | nn.Module, num_classes: int | None) -> tu
     if spec.num_classes is None and num_classes is not None:
         spec = dataclasses.replace(spec, num_classes=num_classes)
     return create_model(spec), spec
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term that became NaN or infinite: training stops instead of writing a broken model."""
+
+
+def check_weights(**weights: float) -> None:
+    """Refuse loss weights that are negative, NaN or infinite (a negative weight maximizes its term)."""
+    bad = {name: value for name, value in weights.items()
+           if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0}
+    if bad:
+        listing = ", ".join(f"{name}={value!r}" for name, value in bad.items())
+        raise ValueError(f"Loss weights must be finite numbers >= 0; got {listing}. A negative weight would maximize "
+                         "its loss term; use 0 to switch a term off.")
 
 
 def weighted_sum(**terms: tuple[float, Tensor]) -> dict[str, Tensor]:
@@ -143,6 +168,11 @@ class StudentModule(L.LightningModule):
         self._record_network("student", student)
         self._metrics_ready = False
         self._data_info = DataInfo()
+        # Non-finite losses are noted on the device every step (no host sync) and checked on the host
+        # every few steps (every step on a CPU): the first bad step and which terms went bad.
+        self._first_nonfinite_step: Tensor | None = None
+        self._nonfinite_terms: Tensor | None = None
+        self._watched_terms: list[str] = []
 
     # ------------------------------------------------------------------ bookkeeping
     def _record_network(self, key: str, network: ModelSpec | nn.Module | dict) -> None:
@@ -269,7 +299,9 @@ class StudentModule(L.LightningModule):
         return losses["loss"]
 
     def log_training(self, logits: Tensor, losses: dict[str, Tensor], target: Tensor | None) -> None:
-        """Log the training losses (``train/<name>``) and update the training accuracy."""
+        """Log the training losses (``train/<name>``) and update the training accuracy; stop the run with
+        :class:`NonFiniteLossError` when a term is NaN or infinite."""
+        self._watch_finite(losses)
         batch_size = logits.shape[0]
         for name, value in losses.items():
             self.log(f"train/{name}", value.detach(), on_step=True, on_epoch=True, prog_bar=name == "loss",
@@ -277,6 +309,39 @@ class StudentModule(L.LightningModule):
         if target is not None and target.ndim == 1:
             self.train_metrics.update(logits.detach(), target)
             self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=False, batch_size=batch_size)
+
+    def _watch_finite(self, losses: dict[str, Tensor]) -> None:
+        names = list(losses)
+        finite = torch.stack([torch.isfinite(value.detach()).all() for value in losses.values()])
+        if self._first_nonfinite_step is None or names != self._watched_terms:
+            self._watched_terms = names
+            self._first_nonfinite_step = torch.full((), -1, dtype=torch.long, device=finite.device)
+            self._nonfinite_terms = torch.zeros(len(names), dtype=torch.bool, device=finite.device)
+        first_bad = (self._first_nonfinite_step < 0) & ~finite.all()
+        self._first_nonfinite_step = torch.where(first_bad, self.global_step, self._first_nonfinite_step)
+        self._nonfinite_terms = torch.where(first_bad, ~finite, self._nonfinite_terms)
+        every = 1 if finite.device.type == "cpu" else max(1, getattr(self._trainer, "log_every_n_steps", 50) or 50)
+        if self.global_step % every == 0:
+            self.check_finite()
+
+    def check_finite(self) -> None:
+        """Raise :class:`NonFiniteLossError` if a loss term has been NaN or infinite (one host sync)."""
+        if self._first_nonfinite_step is None or int(self._first_nonfinite_step) < 0:
+            return
+        step = int(self._first_nonfinite_step)
+        terms = [name for name, bad in zip(self._watched_terms, self._nonfinite_terms.tolist()) if bad]
+        lr = ""
+        if self._trainer is not None and self.trainer.optimizers:
+            lr = f" (learning rate now {self.trainer.optimizers[0].param_groups[0]['lr']:g})"
+        raise NonFiniteLossError(
+            f"The training loss became NaN or infinite at step {step}, in the term(s) {terms}. Training stopped; no "
+            f"checkpoint or export will hold these weights. Likely causes: a learning rate too high{lr}, a loss "
+            "weight or temperature out of range, data that is not in the expected range (pixels in [0, 1]; NaN "
+            "in the inputs), or fp16 overflow (use bf16-mixed or 32-true). Resume from an earlier checkpoint "
+            "with a lower learning rate.")
+
+    def on_train_epoch_end(self) -> None:
+        self.check_finite()
 
     def cross_entropy(self, logits: Tensor, target: Tensor) -> Tensor:
         # At least float32 (float64 stays float64), whatever the run's precision.
@@ -376,6 +441,12 @@ class DistillationModule(StudentModule):
         the caller (for networks given as a list argument).
         """
         module, spec = _build(network, self.num_classes)
+        broken = [key for key, value in module.state_dict().items()
+                  if torch.is_floating_point(value) and not bool(torch.isfinite(value).all())]
+        if broken:
+            source = f" from {spec.checkpoint!r}" if spec is not None and spec.checkpoint else ""
+            raise ValueError(f"The frozen network {name!r}{source} has NaN or infinite weights ({len(broken)} tensors, "
+                             f"e.g. {broken[:3]}): it would teach nothing but NaN. Use an intact checkpoint.")
         mean, std, size = resolve_normalization(spec, module)
         module.requires_grad_(False)
         module.eval()

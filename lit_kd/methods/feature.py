@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from lit_kd.contract import DataContractError, KDBatch
 from lit_kd.losses import kd_loss
 from lit_kd.losses.logits import check_temperature
-from lit_kd.methods.base import DistillationModule, weighted_sum
+from lit_kd.methods.base import DistillationModule, check_weights, weighted_sum
 from lit_kd.models import ModelSpec
 from lit_kd.taps import FeatureTap, feature_channels
 
@@ -65,6 +65,7 @@ class FeatureDistillation(DistillationModule):
         self.teacher_tap = FeatureTap(self.teacher, list(teacher_layers), preact=preact)
         self.student_shapes = feature_channels(self.student_tap, self.student_input.size or probe_size)
         self.teacher_shapes = feature_channels(self.teacher_tap, self.teacher_input.size or probe_size)
+        check_weights(ce_weight=ce_weight, kd_weight=kd_weight)
         self.ce_weight, self.kd_weight = ce_weight, kd_weight
         self.temperature = check_temperature(temperature)
 

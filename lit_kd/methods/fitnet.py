@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from lit_kd.contract import KDBatch
 from lit_kd.losses import hint_loss
+from lit_kd.methods.base import check_weights
 from lit_kd.methods.feature import FeatureDistillation
 from lit_kd.models import ModelSpec
 
@@ -71,6 +72,7 @@ class FitNet(FeatureDistillation):
                 f"FitNet needs feature maps (C, H, W); got student {student_shape} and teacher {teacher_shape}. "
                 "Choose convolutional stages (or pass output_fmt-NCHW stage indices for ViTs)."
             )
+        check_weights(hint_weight=hint_weight)
         self.connector = Connector(student_shape[0], teacher_shape[0])
         self.hint_weight = hint_weight
 

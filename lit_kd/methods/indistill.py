@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from lit_kd.contract import KDBatch
 from lit_kd.losses import hint_loss, kd_loss, pkt_loss
 from lit_kd.losses.logits import check_temperature
-from lit_kd.methods.base import DistillationModule, weighted_sum
+from lit_kd.methods.base import DistillationModule, check_weights, weighted_sum
 from lit_kd.models import ModelSpec
 from lit_kd.pruning import l1_kept_filters, output_conv, prune_output_filters
 from lit_kd.taps import FeatureTap, TapError, feature_channels, feature_info, stage_count
@@ -140,6 +140,7 @@ class InDistill(DistillationModule):
         self.official_pruning = official_pruning
         self.reset_optimizer_each_epoch = reset_optimizer_each_epoch
         self.handover_epoch = handover_epoch
+        check_weights(feature_weight=feature_weight, pkt_weight=pkt_weight, ce_weight=ce_weight, kd_weight=kd_weight)
         self.feature_weight, self.pkt_weight = feature_weight, pkt_weight
         self.temperature, self.ce_weight, self.kd_weight = check_temperature(temperature), ce_weight, kd_weight
 

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from lit_kd.contract import KDBatch
 from lit_kd.losses import kd_loss
+from lit_kd.methods.base import check_weights
 from lit_kd.methods.logit import LogitDistillation
 from lit_kd.models import ModelSpec
 
@@ -36,6 +37,7 @@ class KD(LogitDistillation):
         **kwargs: Any,
     ) -> None:
         super().__init__(student, teacher, temperature=temperature, ce_weight=ce_weight, **kwargs)
+        check_weights(kd_weight=kd_weight)
         self.kd_weight = kd_weight
 
     def distillation_terms(self, student_logits: Tensor, teacher_logits: Tensor,

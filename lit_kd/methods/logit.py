@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from lit_kd.contract import DataContractError, KDBatch
 from lit_kd.losses import standardize_logits
 from lit_kd.losses.logits import check_temperature
-from lit_kd.methods.base import DistillationModule, weighted_sum
+from lit_kd.methods.base import DistillationModule, check_weights, weighted_sum
 from lit_kd.models import ModelSpec
 
 __all__ = ["LogitDistillation"]
@@ -43,6 +43,7 @@ class LogitDistillation(DistillationModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(student, teacher, **kwargs)
+        check_weights(ce_weight=ce_weight)
         self.temperature = check_temperature(temperature)
         self.ce_weight = ce_weight
         self.logit_standardization = logit_standardization

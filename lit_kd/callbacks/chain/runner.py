@@ -7,11 +7,12 @@ import copy
 import dataclasses
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 from torch import nn
 
 from lit_kd.callbacks.chain.config import (
@@ -28,7 +29,8 @@ from lit_kd.callbacks.chain.config import (
     resolve_method,
     trainer_kwargs,
 )
-from lit_kd.callbacks.chain.manifest import ChainManifest, StepRecord
+from lit_kd.callbacks.chain.manifest import ChainLock, ChainManifest, StepRecord
+from lit_kd.callbacks.checkpoint import Checkpoint
 from lit_kd.callbacks.summary import RunSummary
 from lit_kd.methods.base import HandsOffNetwork
 from lit_kd.models import ModelSpec, create_model, load_weights
@@ -39,10 +41,14 @@ __all__ = ["ChainRunner"]
 class ChainRunner:
     """Runs (or resumes) the steps of one chain (:class:`~lit_kd.callbacks.chain.AssistantChain`).
 
-    Step ``i`` trains in ``root_dir/<i>_<name>/`` with a fresh ``ModelCheckpoint`` (``last.ckpt``
-    and ``best.ckpt``) and a :class:`~lit_kd.callbacks.RunSummary`; its chosen checkpoint (or the
+    Step ``i`` trains in ``root_dir/<i>_<name>/`` with a fresh :class:`~lit_kd.callbacks.Checkpoint`
+    (``last.ckpt``, always the last epoch, and ``best.ckpt``) and a :class:`~lit_kd.callbacks.RunSummary`;
+    its chosen checkpoint (or the
     network its method hands off, see :class:`~lit_kd.methods.base.HandsOffNetwork`) becomes the
-    frozen teacher of step ``i + 1``. The manifest (:class:`ChainManifest`) records each finished step.
+    frozen teacher of step ``i + 1``. The manifest (:class:`ChainManifest`) records each finished step;
+    ``chain.lock`` (:class:`ChainLock`) keeps a second run of the same chain out. Before any training,
+    every step is checked (method, arguments, guides), and so are the checkpoints of the finished
+    steps it skips.
 
     Args:
         chain: the chain's settings.
@@ -55,6 +61,7 @@ class ChainRunner:
         self.step_index = -1  # the step whose fit is running
         self.step_hashes = self._step_hashes()
         self.manifest = ChainManifest(chain.root_dir / "chain.json", chain.name, self.step_hashes)
+        self.lock = ChainLock(chain.root_dir / "chain.lock")
 
     # ------------------------------------------------------------------ planning
     def step_config(self, index: int) -> dict[str, Any]:
@@ -102,12 +109,52 @@ class ChainRunner:
     # ------------------------------------------------------------------ the run
     def run(self) -> list[StepRecord]:
         """Run (or resume) every step; return the records of all steps, first to last."""
-        manifest = self.manifest.read()
-        self.check_sizes()
-        records = self.manifest.records(manifest)
-        for index in range(len(records), len(self.chain.steps)):
-            records.append(self.run_step(index, records, manifest))
-        return records
+        self.lock.acquire()
+        try:
+            manifest = self.manifest.read()
+            self.check_sizes()
+            self.check_steps()
+            records = self.manifest.records(manifest)
+            self.check_finished(records)
+            for index in range(len(records), len(self.chain.steps)):
+                records.append(self.run_step(index, records, manifest))
+            return records
+        finally:
+            self.lock.release()
+
+    def check_steps(self) -> None:
+        """Every step's method, arguments and guides, before the first step trains."""
+        for index, step in enumerate(self.chain.steps):
+            config = merge(self.chain.model, step.model)
+            try:
+                method = resolve_method(config.get("class_path", "lit_kd.methods.KD"))
+            except (ImportError, AttributeError) as err:
+                raise ChainConfigError(f"Step {index} ({self.chain.step_name(index)!r}): cannot find the method "
+                                       f"{config.get('class_path')!r} ({err}).") from None
+            self._check_guides(index, method)
+            networks = {"student", "teacher", *(["assistants"] if step.guides == "all" else [])}
+            try:
+                parse_init_args(method, dict(config.get("init_args", {})), skip=networks)
+            except ChainConfigError:
+                raise
+            except Exception as err:  # noqa: BLE001 - jsonargparse's message names the bad argument
+                raise ChainConfigError(f"Step {index} ({self.chain.step_name(index)!r}): the arguments of "
+                                       f"{method.__name__} do not parse: {err}") from None
+
+    def _check_guides(self, index: int, method: type) -> None:
+        if self.chain.steps[index].guides == "all" and "assistants" not in parameter_names(method):
+            raise ChainConfigError(f"Step {index} has guides: all, but {method.__name__} takes no "
+                                   "'assistants' argument; use a multi-teacher method such as DGKD.")
+
+    def check_finished(self, records: list[StepRecord]) -> None:
+        """The checkpoints that the skipped (finished) steps hand on must still exist."""
+        for record in records:
+            needed = record.network.get("checkpoint") if record.network else record.checkpoint
+            if needed and not Path(needed).is_file():
+                raise ChainConfigError(
+                    f"Finished step {record.index} ({record.name!r}) recorded {needed!r}, which no longer exists, so "
+                    f"the chain cannot go on from it. Restore the file, or delete the folders of step {record.index} "
+                    f"and later together with {str(self.manifest.path)!r} to train them again.")
 
     def run_step(self, index: int, done: list[StepRecord], manifest: dict[str, Any]) -> StepRecord:
         """Fit step ``index`` (resuming its ``last.ckpt`` if this configuration started it) and record it."""
@@ -125,8 +172,8 @@ class ChainRunner:
         L.seed_everything(chain.seed + index, workers=True, verbose=False)
         module = self.build_module(index, done)
         datamodule = self.build_data()
-        checkpointing = ModelCheckpoint(dirpath=step_dir / "checkpoints", filename="best", monitor=chain.monitor,
-                                        mode=chain.mode, save_last=True, enable_version_counter=False)
+        checkpointing = Checkpoint(dirpath=step_dir / "checkpoints", filename="best", monitor=chain.monitor,
+                                   mode=chain.mode, save_last=True)
         summary = RunSummary(dirpath=str(step_dir))
         trainer = self.build_trainer(index, [checkpointing, summary])
         manifest["running"] = {"index": index, "name": chain.step_name(index), "config_hash": self.step_hashes[index]}
@@ -135,14 +182,14 @@ class ChainRunner:
         trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume else None)
         record = self.record(index, trainer, checkpointing, summary, module)
         record.fit_seconds = round(time.perf_counter() - started, 2)
-        manifest["steps"].append(dataclasses.asdict(record))
+        manifest["steps"].append(self.manifest.entry(record))
         manifest["running"] = None
         self.manifest.write(manifest, trainer.is_global_zero)
         _finish_wandb(trainer)
         trainer.strategy.barrier("assistant_chain_step")  # no rank starts the next step before the manifest
         return record
 
-    def record(self, index: int, trainer: L.Trainer, checkpointing: ModelCheckpoint, summary: RunSummary,
+    def record(self, index: int, trainer: L.Trainer, checkpointing: Checkpoint, summary: RunSummary,
                module: L.LightningModule) -> StepRecord:
         """What the manifest keeps of a finished step: its checkpoints, the network it hands on, metrics."""
         chain = self.chain
@@ -187,10 +234,8 @@ class ChainRunner:
         # A module student is trained as a copy: the step's config (and its hash) stays as given.
         student = copy.deepcopy(step.student) if isinstance(step.student, nn.Module) else step.student
         networks: dict[str, Any] = {"student": student}
+        self._check_guides(index, method)
         if step.guides == "all":
-            if "assistants" not in parameter_names(method):
-                raise ChainConfigError(f"Step {index} has guides: all, but {method.__name__} takes no "
-                                       "'assistants' argument; use a multi-teacher method such as DGKD.")
             networks["teacher"] = chain.teacher
             networks["assistants"] = [self.trained_network(i, r) for i, r in enumerate(done[:index])]
         else:

@@ -22,7 +22,7 @@ from lit_kd.losses import hint_loss, kd_loss
 from lit_kd.losses.logits import check_temperature
 from lit_kd.methods.amd.report import plot_candidates
 from lit_kd.methods.amd.selection import AssistantSelector, NPSDSelector, npsd
-from lit_kd.methods.base import DistillationModule, HandsOffNetwork
+from lit_kd.methods.base import DistillationModule, HandsOffNetwork, check_weights
 from lit_kd.models import ModelSpec, create_model
 from lit_kd.pruning import NestedCandidates, PruningError, count_params_and_macs, save_pruned
 from lit_kd.taps import FeatureTap
@@ -110,6 +110,7 @@ class AMDSearch(DistillationModule, HandsOffNetwork):
         supernet = copy.deepcopy(teacher) if isinstance(teacher, nn.Module) else teacher
         super().__init__(supernet, teacher, **kwargs)
         self.temperature = check_temperature(temperature)
+        check_weights(ce_weight=ce_weight, kd_weight=kd_weight, feature_weight=feature_weight)
         self.ce_weight, self.kd_weight, self.feature_weight = ce_weight, kd_weight, feature_weight
         self.random_candidates = random_candidates
         self.selector = selector if selector is not None else NPSDSelector()

@@ -16,7 +16,7 @@ from torch.func import functional_call
 from lit_kd.callbacks.reporting import log_image, log_table, report_dir
 from lit_kd.contract import KDBatch
 from lit_kd.losses import hcl_loss
-from lit_kd.methods.base import DistillationModule, weighted_sum
+from lit_kd.methods.base import DistillationModule, check_weights, weighted_sum
 from lit_kd.methods.distpro.pathways import (
     DistillationProcess,
     Normalization,
@@ -138,6 +138,7 @@ class DistPro(DistillationModule):
             raise ValueError(f"normalization must be softmax, sigmoid or softmax_extra, got {normalization!r}")
         self.automatic_optimization = False  # two optimizers and a meta step per batch
         self.mode, self.normalization, self.transform_kind = mode, normalization, transform
+        check_weights(kd_weight=kd_weight, ce_weight=ce_weight)
         self.kd_weight, self.ce_weight, self.fd_epsilon = kd_weight, ce_weight, fd_epsilon
         self.arch_lr, self.arch_betas = arch_lr, tuple(arch_betas)
         self.save_process_path, self.plot_process, self.log_weights_every = save_process, plot_process, log_weights_every
@@ -337,6 +338,7 @@ class DistPro(DistillationModule):
         return loss.detach()
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         scheduler = self.lr_schedulers()
         if scheduler is not None and self.scheduler_interval == "epoch":
             scheduler.step()

@@ -300,6 +300,7 @@ class FunctionMatching(DistillationModule):
         return logits, {"loss": loss, **extra, "agreement": agreement}
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         cache = self.teacher_cache
         if cache is not None and self.trainer.world_size > 1:  # every process gets every shard's entries
             strategy = self.trainer.strategy
