@@ -7,7 +7,10 @@ Bases: :class:`StudentModule` (a trainable student), :class:`DistillationModule`
 
 from lit_kd.methods.amd import AMDSearch
 from lit_kd.methods.base import DistillationModule, HandsOffNetwork, StudentModule
+from lit_kd.methods.ctkd import CTKD
 from lit_kd.methods.dgkd import DGKD
+from lit_kd.methods.dist import DIST
+from lit_kd.methods.dkd import DKD
 from lit_kd.methods.distpro import DistPro
 from lit_kd.methods.feature import FeatureDistillation
 from lit_kd.methods.fitnet import FitNet
@@ -15,7 +18,12 @@ from lit_kd.methods.function_matching import FunctionMatching
 from lit_kd.methods.indistill import InDistill
 from lit_kd.methods.kd import KD
 from lit_kd.methods.logit import LogitDistillation
+from lit_kd.methods.mlkd import MLKD
+from lit_kd.methods.nkd import NKD
 from lit_kd.methods.supervised import Supervised
+from lit_kd.methods.taid import TAID
+from lit_kd.methods.wsld import WSLD
 
 __all__ = ["StudentModule", "DistillationModule", "LogitDistillation", "FeatureDistillation", "HandsOffNetwork",
-           "Supervised", "KD", "FitNet", "FunctionMatching", "DGKD", "AMDSearch", "DistPro", "InDistill"]
+           "Supervised", "KD", "FitNet", "FunctionMatching", "DGKD", "AMDSearch", "DistPro", "InDistill",
+           "DKD", "DIST", "CTKD", "MLKD", "NKD", "WSLD", "TAID"]
