@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from lit_kd.contract import KDBatch
 from lit_kd.losses import ctkd_lambda, learned_temperature_kd_loss
+from lit_kd.losses.logits import check_temperature
 from lit_kd.methods.logit import LogitDistillation
 from lit_kd.models import ModelSpec
 
@@ -178,6 +179,7 @@ class CTKD(LogitDistillation):
         **kwargs: Any,
     ) -> None:
         # The base's fixed temperature is not used; min_temperature is checked in its place.
+        check_temperature(min_temperature, "min_temperature")
         super().__init__(student, teacher, temperature=min_temperature, ce_weight=ce_weight, **kwargs)
         ctkd_lambda(0, curriculum_epochs, lambda_min, lambda_max)  # checks curriculum_epochs > 0 now
         if temperature_module == "global":

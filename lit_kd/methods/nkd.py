@@ -21,7 +21,8 @@ class NKD(LogitDistillation):
 
     .. math::
         L = w_{ce} \, \mathrm{CE}(z_s, y) + w_{kd} \Big( -\mathcal{T}_y \log \mathcal{S}_y
-            - \gamma \lambda^2 \sum_{i \ne y} \mathcal{N}(\mathcal{T}^\lambda_i) \log \mathcal{N}(\mathcal{S}^\lambda_i) \Big)
+            - \gamma \lambda^2 \sum_{i \ne y} \mathcal{N}(\mathcal{T}^\lambda_i)
+              \log \mathcal{N}(\mathcal{S}^\lambda_i) \Big)
 
     (batch mean; :func:`~lit_kd.losses.nkd_loss`): the student's log-probability of the label is
     weighted by the teacher's probability of it, and the non-target classes are matched after
