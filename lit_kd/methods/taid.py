@@ -45,7 +45,8 @@ class TAID(LogitDistillation):
     :math:`H(p_t, q_s) = \mathrm{KL} + H(p_t)` (same gradient, larger value). The value matters here
     because it drives the adaptive update of :math:`t`: ``official=True`` uses the official value.
     With gradient accumulation, :math:`t` is updated after every batch, as the official training step
-    does.
+    does. Under distributed training the update reads the loss averaged over the processes, so that
+    every process keeps the same :math:`t` (the official code updates each process from its own loss).
 
     Args:
         t_start: initial :math:`t` in [0, 1).
@@ -114,6 +115,8 @@ class TAID(LogitDistillation):
             return
         loss, step = self._pending_update
         self._pending_update = None
+        if self.trainer.world_size > 1:  # every process must keep the same t: update from the mean loss
+            loss = float(self.trainer.strategy.reduce(torch.tensor(loss, device=self.device), reduce_op="mean"))
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total) or total <= 0:
             raise ValueError(f"TAID's linear schedule needs the run's length, but the trainer estimates {total} "
