@@ -34,6 +34,13 @@ _LAZY = {
     "DistPro": "lit_kd.methods.distpro",
     "DistillationProcess": "lit_kd.methods.distpro",
     "InDistill": "lit_kd.methods.indistill",
+    "DKD": "lit_kd.methods.dkd",
+    "DIST": "lit_kd.methods.dist",
+    "CTKD": "lit_kd.methods.ctkd",
+    "MLKD": "lit_kd.methods.mlkd",
+    "NKD": "lit_kd.methods.nkd",
+    "WSLD": "lit_kd.methods.wsld",
+    "TAID": "lit_kd.methods.taid",
     # data, taps, chains, evaluation
     "KDDataModule": "lit_kd.data.datamodule",
     "FeatureTap": "lit_kd.taps",

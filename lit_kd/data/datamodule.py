@@ -32,7 +32,7 @@ from lit_kd.data.folders import ImageFolderLayout, scan_image_folder
 from lit_kd.data.loaders import EpochShuffleSampler, InMemoryImageDataset, ResumableDataLoader, passthrough_collate
 from lit_kd.data.splits import Splits, in_memory_splits
 from lit_kd.data.streaming import streamed_splits
-from lit_kd.data.views import BatchViews, EvalStyle
+from lit_kd.data.views import STRONG_VIEW_NAME, BatchViews, EvalStyle, StrongView
 from lit_kd.seeding import base_seed, mix_seed
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,11 @@ class KDDataModule(L.LightningDataModule):
             official code), drawn with ``split_seed``. With ``meta_split > 0`` every training batch
             carries a meta-validation batch as ``KDBatch.meta`` (the meta-validation loader
             cycling; both augmented with the training recipe); ``0`` keeps plain training batches.
+        strong_view: ``"randaugment"``: every training batch also carries a strongly augmented view
+            of the same samples in ``KDBatch.views["strong"]``: the student's crop and flip followed
+            by RandAugment(2, 10) as in MLKD's code (:mod:`lit_kd.data.randaugment`), made on the
+            device, drawn from the training generator (reproducible and resumable); declared as
+            ``DataInfo(views=("strong",))``. Evaluation batches carry no extra view. ``None``: off.
     """
 
     def __init__(
@@ -129,6 +134,7 @@ class KDDataModule(L.LightningDataModule):
         monitor_test: bool = True,
         return_index: bool | None = None,
         meta_split: float = 0.0,
+        strong_view: StrongView | None = None,
     ) -> None:
         super().__init__()
         if dataset not in ("digits", "cifar10", "cifar100", "folder"):
@@ -143,6 +149,8 @@ class KDDataModule(L.LightningDataModule):
             raise ValueError(f"val_split must be in [0, 1), got {val_split}")
         if not 0.0 <= meta_split < 1.0:
             raise ValueError(f"meta_split must be in [0, 1), got {meta_split} (DistPro uses 0.2)")
+        if strong_view not in (None, "randaugment"):
+            raise ValueError(f"strong_view must be 'randaugment' or None, got {strong_view!r}")
         if batch_size < 1 or (eval_batch_size is not None and eval_batch_size < 1):
             raise ValueError("batch sizes must be positive")
         if image_size is not None and image_size < 1:
@@ -172,6 +180,7 @@ class KDDataModule(L.LightningDataModule):
         self.monitor_test = monitor_test
         self.return_index = augmentation == "fixed_teacher" if return_index is None else bool(return_index)
         self.meta_split = meta_split
+        self.strong_view = strong_view
 
         self._classes: list[str] | None = None
         self._layout: ImageFolderLayout | None = None
@@ -250,7 +259,8 @@ class KDDataModule(L.LightningDataModule):
     def views(self) -> BatchViews:
         """How stored batches become the networks' views (:mod:`lit_kd.data.views`)."""
         return BatchViews(recipe=self.recipe, augmentation=self.augmentation, image_size=self._image_size,
-                          eval_style=self.eval_style, decode_size=self.decode_size, streamed=self.streamed)
+                          eval_style=self.eval_style, decode_size=self.decode_size, streamed=self.streamed,
+                          strong_view=self.strong_view)
 
     def data_info(self) -> DataInfo:
         """What lit_kd methods may know about this data (the :class:`~lit_kd.contract.DataInfo` protocol)."""
@@ -258,7 +268,8 @@ class KDDataModule(L.LightningDataModule):
             num_classes=self.num_classes, image_size=self._image_size,
             classes=tuple(self._classes) if self._classes is not None else None,
             val_split_names=tuple(self.val_split_names), augmentation=self.augmentation,
-            has_meta_split=self.has_meta_split, fingerprint=self.fingerprint,
+            has_meta_split=self.has_meta_split, views=(STRONG_VIEW_NAME,) if self.strong_view else (),
+            fingerprint=self.fingerprint,
             database_dataloader=self.database_dataloader,
             eval_batch=lambda batch: self.transform_batch(batch, train=False), source=f"KDDataModule({self.dataset})",
         )
@@ -437,10 +448,11 @@ class KDDataModule(L.LightningDataModule):
         if isinstance(batch, dict) and "meta_val" in batch:  # meta_split > 0: both halves, one KDBatch
             train = self.on_after_batch_transfer(batch["train"], dataloader_idx)
             return KDBatch(image=train.image, target=train.target, teacher_image=train.teacher_image,
-                           index=train.index, meta=self.on_after_batch_transfer(batch["meta_val"], dataloader_idx))
+                           index=train.index, views=train.views,
+                           meta=self.on_after_batch_transfer(batch["meta_val"], dataloader_idx))
         train = self.trainer is not None and bool(self.trainer.training)
         generator = None
-        if train and not self.streamed:
+        if train and (not self.streamed or self.strong_view is not None):  # streamed crops come from workers
             images = batch[0] if isinstance(batch, (tuple, list)) else batch["image"]
             generator = self.training_generator(images.device)
         return self.transform_batch(batch, train=train, generator=generator)

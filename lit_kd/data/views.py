@@ -6,6 +6,10 @@ A training batch is augmented by the *recipe* (``cifar``: random crop with 4 px 
 by the *augmentation* mode: ``consistent`` (the very same tensor), ``independent`` (a second draw)
 or ``fixed_teacher`` (the un-augmented evaluation view). Evaluation batches get the deterministic
 evaluation view, shared by both networks.
+
+With a *strong view* (``strong_view="randaugment"``), training batches also carry a strongly
+augmented copy of the student's view in ``KDBatch.views["strong"]``: the same crop and flip, then
+RandAugment (:mod:`lit_kd.data.randaugment`), drawn after every other view from the same generator.
 """
 
 from __future__ import annotations
@@ -18,11 +22,15 @@ from torch import Tensor
 
 from lit_kd.contract import Augmentation, KDBatch
 from lit_kd.data.augment import center_crop_resize, random_crop_flip, random_resized_crop_flip, to_float
+from lit_kd.data.randaugment import randaugment
 
-__all__ = ["BatchViews", "TrainingRecipe", "EvalStyle"]
+__all__ = ["BatchViews", "TrainingRecipe", "EvalStyle", "StrongView", "STRONG_VIEW_NAME"]
 
 TrainingRecipe = Literal["cifar", "imagenet", "none"]
 EvalStyle = Literal["cifar", "imagenet"]
+StrongView = Literal["randaugment"]
+#: The key of the strong view in ``KDBatch.views``.
+STRONG_VIEW_NAME = "strong"
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,8 @@ class BatchViews:
         decode_size: the shorter side ImageNet-style evaluation resizes to before its centre crop.
         streamed: batches arrive already augmented per sample by DataLoader workers (large
             folders); they are only converted to float.
+        strong_view: ``"randaugment"``: training batches also carry ``views["strong"]``, RandAugment
+            of the student's view (same crop and flip; MLKD's strong view); ``None``: no extra view.
     """
 
     recipe: TrainingRecipe
@@ -47,6 +57,7 @@ class BatchViews:
     eval_style: EvalStyle
     decode_size: int
     streamed: bool = False
+    strong_view: StrongView | None = None
 
     def eval_view(self, images: Tensor) -> Tensor:
         """The deterministic evaluation view of stored images, float ``[0, 1]`` at ``S``."""
@@ -86,4 +97,8 @@ class BatchViews:
                 teacher_image = self.augment(images, generator)
             else:
                 teacher_image = self.eval_view(images)
-        return KDBatch(image=image, target=target.long(), teacher_image=teacher_image, index=batch.get("index"))
+        views = {}
+        if train and self.strong_view == "randaugment":  # drawn last: the other views do not depend on it
+            views[STRONG_VIEW_NAME] = randaugment(image, generator=generator)
+        return KDBatch(image=image, target=target.long(), teacher_image=teacher_image, index=batch.get("index"),
+                       views=views)

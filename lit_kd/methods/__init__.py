@@ -1,28 +1,39 @@
-"""Distillation methods: one LightningModule per method, on one frozen-teacher base class.
+"""Distillation methods: one LightningModule per method, on a few shared base classes.
 
 Bases: :class:`StudentModule` (a trainable student), :class:`DistillationModule` (+ a frozen teacher),
-:class:`LogitDistillation` (logit-based methods, with the logit-standardization switch) and
+:class:`LogitDistillation` (logit-based methods, with the logit-standardization switch),
 :class:`FeatureDistillation` (feature- and relation-based methods, features through FeatureTap).
 """
 
 from lit_kd.methods.amd import AMDSearch
 from lit_kd.methods.base import DistillationModule, HandsOffNetwork, StudentModule
+from lit_kd.methods.ctkd import CTKD
 from lit_kd.methods.dgkd import DGKD
+from lit_kd.methods.dist import DIST
 from lit_kd.methods.distpro import DistPro
+from lit_kd.methods.dkd import DKD
 from lit_kd.methods.feature import FeatureDistillation
 from lit_kd.methods.fitnet import FitNet
 from lit_kd.methods.function_matching import FunctionMatching
 from lit_kd.methods.indistill import InDistill
 from lit_kd.methods.kd import KD
 from lit_kd.methods.logit import LogitDistillation
+from lit_kd.methods.mlkd import MLKD
+from lit_kd.methods.nkd import NKD
 from lit_kd.methods.supervised import Supervised
+from lit_kd.methods.taid import TAID
+from lit_kd.methods.wsld import WSLD
 
-__all__ = ["StudentModule", "DistillationModule", "LogitDistillation", "FeatureDistillation", "HandsOffNetwork",
-           "Supervised", "KD", "FitNet", "FunctionMatching", "DGKD", "AMDSearch", "DistPro", "InDistill"]
-
-BASES = ("StudentModule", "DistillationModule", "LogitDistillation", "FeatureDistillation", "HandsOffNetwork")
+BASES = (
+    "StudentModule", "DistillationModule", "LogitDistillation", "FeatureDistillation", "HandsOffNetwork"
+)
+METHODS = (
+    "Supervised", "KD", "FitNet", "FunctionMatching", "DGKD", "AMDSearch", "DistPro", "InDistill", "DKD", "DIST",
+    "CTKD", "MLKD", "NKD", "WSLD", "TAID"
+)
+__all__ = [*BASES, *METHODS]
 
 
 def available_methods() -> list[str]:
     """The short names of the methods (``lit-kd fit --model NAME``), without the base classes."""
-    return [name for name in __all__ if name not in BASES]
+    return list(METHODS)
