@@ -161,7 +161,7 @@ class MultiTeacherDistillation(LogitDistillation):
 
     def log_teacher_weights(self, weights: Tensor, batch_size: int) -> None:
         """Log each teacher's weight (its batch mean for per-sample weights) as ``train/weight_<teacher>``."""
-        if self._trainer is None:  # called outside a fit (tests, notebooks)
+        if self._trainer is None or not self.trainer.training:  # called outside a training loop (tests, notebooks)
             return
         mean_weights = weights.detach().float().reshape(-1, self.num_teachers).mean(dim=0)
         for name, weight in zip(self.teacher_names, mean_weights):

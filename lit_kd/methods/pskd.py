@@ -184,7 +184,7 @@ class PSKD(DistillationModule):
         loss = pskd_loss(logits, pskd_targets(labels, previous, alpha, num_classes))
         if self.targets == "memory":
             self.remember(batch.index, F.softmax(logits.detach().float(), dim=-1))
-        if self._trainer is not None:
+        if self._trainer is not None and self.trainer.training:  # inside the training loop only
             self.log("train/pskd_alpha", alpha, on_step=False, on_epoch=True, batch_size=batch.size)
         return logits, {"loss": loss, "pskd": loss.detach()}
 
