@@ -73,7 +73,7 @@ def teacher_logits_of(module, batch: KDBatch) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("weighting, standardize, official", [
     ("fixed", False, False), ("fixed", True, False), ("learned", False, False), ("confidence", False, False),
-    ("confidence", False, True), ("confidence", True, False)])
+    ("confidence", False, True), ("confidence", True, False), ("confidence", True, True)])
 def test_multi_teacher_training_loss_is_the_pure_loss(weighting, standardize, official):
     torch.manual_seed(0)
     weights = [1.0, 3.0] if weighting == "fixed" else None
@@ -89,8 +89,8 @@ def test_multi_teacher_training_loss_is_the_pure_loss(weighting, standardize, of
     if weighting == "fixed":
         expected_kd = multi_teacher_kd_loss(z(logits), [z(t) for t in teachers], [0.25, 0.75], 3.0)
     elif weighting == "learned":
-        expected_kd = multi_teacher_kd_loss(z(logits), [z(t) for t in teachers], torch.softmax(torch.tensor([0.5, -0.5]),
-                                                                                                 0), 3.0)
+        learned = torch.softmax(torch.tensor([0.5, -0.5]), 0)
+        expected_kd = multi_teacher_kd_loss(z(logits), [z(t) for t in teachers], learned, 3.0)
     elif not standardize:
         expected_kd = ca_mkd_loss(logits, teachers, batch.target, 3.0, official=official)
     else:  # confidence from the raw logits, the per-teacher KL terms on the z-scores
@@ -99,7 +99,7 @@ def test_multi_teacher_training_loss_is_the_pure_loss(weighting, standardize, of
         log_student = F.log_softmax(z(logits) / 3.0, -1)
         per_teacher = torch.stack([(F.softmax(z(t) / 3.0, -1) * (F.log_softmax(z(t) / 3.0, -1) - log_student)).sum(-1)
                                    for t in teachers], 1)
-        expected_kd = 9.0 * (weights * per_teacher).sum(1).mean()
+        expected_kd = 9.0 * (weights * per_teacher).sum(1).mean() / (2 if official else 1)
     torch.testing.assert_close(losses["kd"], expected_kd.detach())
     expected = 0.4 * F.cross_entropy(logits, batch.target) + 0.7 * expected_kd
     torch.testing.assert_close(losses["loss"], expected)
@@ -308,9 +308,11 @@ class CountingScore(RelevanceScore):
 def test_distill_weighted_scores_the_sources_once_on_the_training_split(tmp_path):
     L.seed_everything(0)
     module = DistillWeighted(spec(), [spec("resnet14"), spec("resnet8")], relevance_samples=40, ce_weight=0.5)
+    teachers = {name: snapshot(net) for name, net in module.frozen_networks().items()}
     data = digits(image_size=16, batch_size=16)
     fit(module, tmp_path, data=data)
-    assert bool(module.scores_ready)
+    assert bool(module.scores_ready) and module.scores_known
+    assert all(unchanged(teachers[name], net) for name, net in module.frozen_networks().items())
     # The default score is each source's accuracy on (the first 40 samples of) the un-augmented training split.
     info = data.data_info()
     images, labels = [], []
@@ -393,6 +395,16 @@ def test_tf_kd_self_loss_is_the_official_function(official):
     logits, losses = module.training_losses(batch)
     expected = tf_kd_self_loss(logits, teacher, batch.target, 0.9, 3.0, 5.0, official=official)
     torch.testing.assert_close(losses["loss"], expected)
+
+
+def test_tf_kd_self_teacher_is_a_normal_frozen_teacher(tmp_path):
+    L.seed_everything(0)
+    module = TfKDSelf(spec(), spec())
+    teacher, student = snapshot(module.teacher), snapshot(module.student)
+    trainer = fit(module, tmp_path)
+    assert unchanged(teacher, module.teacher) and changed(student, module.student)
+    assert not optimized_ids(trainer) & {id(p) for p in module.teacher.parameters()}
+    assert "val/teacher_acc" in trainer.callback_metrics
 
 
 @pytest.mark.parametrize("official", [False, True])

@@ -158,6 +158,7 @@ class DistillWeighted(MultiTeacherDistillation):
             relevance_weights(given, self.relevance_temperature)  # refuses negative or all-zero scores now
             self.relevance_scores.copy_(given)
             self.scores_ready.fill_(True)
+        self.scores_known = bool(self.scores_ready)  # the buffer's value, read without a device sync per step
 
     def source_weights(self) -> Tensor:
         """The current weights :math:`\\alpha` of the sources (after the scores are known)."""
@@ -198,17 +199,23 @@ class DistillWeighted(MultiTeacherDistillation):
         return self.score_sources([torch.cat(s)[:limit] for s in logits], torch.cat(labels)[:limit])
 
     def on_train_start(self) -> None:
-        if self.relevance_from == "train_split" and not bool(self.scores_ready):
+        self.scores_known = bool(self.scores_ready)  # restored from a checkpoint, or not
+        if self.relevance_from == "train_split" and not self.scores_known:
             self.relevance_scores.copy_(self.compute_relevance())
             self.scores_ready.fill_(True)
+            self.scores_known = True
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        self.scores_known = bool(checkpoint["state_dict"].get("scores_ready", False))
 
     def ensemble_terms(self, student_logits: Tensor, teacher_logits: list[Tensor],
                        batch: KDBatch) -> dict[str, tuple[float, Tensor]]:
-        if self.relevance_from == "batch" and not bool(self.scores_ready):
+        if self.scores_known:
+            scores = self.relevance_scores
+        elif self.relevance_from == "batch":
             labels = self.require_labels(batch, "scoring the sources' relevance on each batch")
             scores = self.score_sources(teacher_logits, labels)
-        elif bool(self.scores_ready):
-            scores = self.relevance_scores
         else:
             raise RuntimeError("DistillWeighted has no relevance scores yet: they are computed at the start of a fit "
                                "(relevance_from='train_split'); give scores to train outside a fit.")

@@ -134,5 +134,6 @@ class MealV2(MultiTeacherDistillation):
         terms = {"similarity": (self.similarity_weight, similarity)}
         if self.discriminator_weight != 0:
             # The discriminator reads the raw logits (the student's and the mean of the teachers'), as officially.
-            terms["discriminator"] = (self.discriminator_weight, self.discriminator.loss(student_logits, teacher_logits))
+            adversarial = self.discriminator.loss(student_logits, teacher_logits)
+            terms["discriminator"] = (self.discriminator_weight, adversarial)
         return terms

@@ -49,8 +49,8 @@ class OnlineDistillation(StudentModule):
     def __init__(self, peers: Sequence[ModelSpec | nn.Module], **kwargs: Any) -> None:
         peers = list(peers)
         if len(peers) < 2:
-            raise ValueError(f"{type(self).__name__} trains peers that teach each other and needs at least two networks "
-                             f"in peers (the student first); got {len(peers)}.")
+            raise ValueError(f"{type(self).__name__} trains peers that teach each other and needs at least two "
+                             f"networks in peers (the student first); got {len(peers)}.")
         if "student" in kwargs or "teacher" in kwargs:
             raise ValueError(f"{type(self).__name__} takes its networks as peers (the student is peers[0]); "
                              "it has no student or teacher argument.")

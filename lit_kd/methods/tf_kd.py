@@ -138,8 +138,8 @@ class TfKDVirtual(StudentModule):
         self.multiplier = multiplier
         self.official = official
         if self.label_smoothing:
-            raise ValueError("TfKDVirtual's loss has its own cross-entropy without label smoothing (the virtual teacher "
-                             "is the smoothing): leave label_smoothing at 0.")
+            raise ValueError("TfKDVirtual's loss has its own cross-entropy without label smoothing (the virtual "
+                             "teacher is the smoothing): leave label_smoothing at 0.")
 
     def training_losses(self, batch: KDBatch) -> tuple[Tensor, dict[str, Tensor]]:
         labels = _labels(self, batch)
