@@ -20,27 +20,10 @@ _LAZY = {
     # the contract between data and methods
     "KDBatch": "lit_kd.contract",
     "DataInfo": "lit_kd.contract",
-    # methods and their base classes
-    "StudentModule": "lit_kd.methods.base",
-    "DistillationModule": "lit_kd.methods.base",
-    "Supervised": "lit_kd.methods.supervised",
-    "KD": "lit_kd.methods.kd",
-    "FitNet": "lit_kd.methods.fitnet",
-    "FunctionMatching": "lit_kd.methods.function_matching",
+    # helpers of methods
     "TeacherCache": "lit_kd.methods.function_matching",
-    "DGKD": "lit_kd.methods.dgkd",
-    "AMDSearch": "lit_kd.methods.amd",
     "NPSDSelector": "lit_kd.methods.amd",
-    "DistPro": "lit_kd.methods.distpro",
     "DistillationProcess": "lit_kd.methods.distpro",
-    "InDistill": "lit_kd.methods.indistill",
-    "DKD": "lit_kd.methods.dkd",
-    "DIST": "lit_kd.methods.dist",
-    "CTKD": "lit_kd.methods.ctkd",
-    "MLKD": "lit_kd.methods.mlkd",
-    "NKD": "lit_kd.methods.nkd",
-    "WSLD": "lit_kd.methods.wsld",
-    "TAID": "lit_kd.methods.taid",
     # data, taps, chains, evaluation
     "KDDataModule": "lit_kd.data.datamodule",
     "FeatureTap": "lit_kd.taps",
@@ -51,6 +34,8 @@ _LAZY = {
     "RetrievalEvaluation": "lit_kd.callbacks.retrieval",
     "retrieval_metrics": "lit_kd.metrics.retrieval",
 }
+# Every method and base class (lit_kd.KD, lit_kd.DistillationModule, ...) comes from lit_kd.methods.
+_METHODS = "lit_kd.methods"
 
 __all__ = ["ModelSpec", "create_model", "load_weights", *_LAZY]
 
@@ -58,4 +43,11 @@ __all__ = ["ModelSpec", "create_model", "load_weights", *_LAZY]
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    methods = importlib.import_module(_METHODS)
+    if name in methods.__all__:
+        return getattr(methods, name)
     raise AttributeError(f"module 'lit_kd' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, *importlib.import_module(_METHODS).__all__})

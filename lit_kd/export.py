@@ -46,5 +46,20 @@ def _network_meta(ckpt: Path, network: str) -> dict[str, object]:
         raw = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as err:
         raise CheckpointError(f"Could not read {str(ckpt)!r}: {err}") from err
-    spec = raw.get("hyper_parameters", {}).get(network, {}) if isinstance(raw, dict) else {}
+    hparams = raw.get("hyper_parameters", {}) if isinstance(raw, dict) else {}
+    spec = hparams.get(network) or _peer_record(hparams.get("peers"), network)
     return {key: spec[key] for key in ("name", "num_classes") if key in spec}
+
+
+def _peer_record(peers: object, network: str) -> dict[str, object]:
+    """The record of an online-distillation peer: ``student`` is peer 0, ``peer_<i>`` peer i."""
+    if not isinstance(peers, list):
+        return {}
+    if network == "student":
+        index = 0
+    elif network.startswith("peer_") and network[len("peer_"):].isdigit():
+        index = int(network[len("peer_"):])
+    else:
+        return {}
+    record = peers[index] if index < len(peers) else None
+    return record if isinstance(record, dict) else {}

@@ -98,6 +98,14 @@ def config_overrides(config: Path, tmp_path: Path) -> list[str]:
         path = DistillationProcess(pathways=pathways, alpha=torch.zeros(1, len(pathways)), step_budget=1,
                                    num_taps=taps).save(tmp_path / "process.pt")
         extra += ["--model.init_args.process", str(path)]
+    listed = re.findall(r"- \{name: ([\w.]+), num_classes: (\d+), checkpoint: [^,}\s]+\}", text)
+    if "teachers:" in text and listed:  # several teachers from files (e.g. ../shared): give each a real one
+        records = []
+        for index, (name, num_classes) in enumerate(listed):
+            path = tmp_path / f"teacher_{index}.pth"
+            torch.save(timm.create_model(name, num_classes=int(num_classes)).state_dict(), path)
+            records.append(f"{{name: {name}, num_classes: {num_classes}, checkpoint: {path}}}")
+        extra += ["--model.init_args.teachers", "[" + ", ".join(records) + "]"]
     student = re.search(r"student: \{name: ([\w.]+), num_classes: (\d+), checkpoint: [^,}\s]+", text)
     if student:  # a multi-step pipeline: the student starts from an earlier step's run
         path = tmp_path / "student.pth"

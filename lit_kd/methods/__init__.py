@@ -2,7 +2,7 @@
 
 Bases: :class:`StudentModule` (a trainable student), :class:`DistillationModule` (+ a frozen teacher),
 :class:`LogitDistillation` (logit-based methods, with the logit-standardization switch),
-:class:`FeatureDistillation` (feature- and relation-based methods, features through FeatureTap).
+:class:`FeatureDistillation` (feature- and relation-based methods, features through FeatureTap), :class:`MultiTeacherDistillation` (several frozen teachers) and :class:`OnlineDistillation` (peers trained together: nothing frozen).
 """
 
 from lit_kd.methods.amd import AMDSearch
@@ -10,6 +10,7 @@ from lit_kd.methods.base import DistillationModule, HandsOffNetwork, StudentModu
 from lit_kd.methods.ctkd import CTKD
 from lit_kd.methods.dgkd import DGKD
 from lit_kd.methods.dist import DIST
+from lit_kd.methods.distill_weighted import DistillWeighted
 from lit_kd.methods.distpro import DistPro
 from lit_kd.methods.dkd import DKD
 from lit_kd.methods.feature import FeatureDistillation
@@ -18,18 +19,25 @@ from lit_kd.methods.function_matching import FunctionMatching
 from lit_kd.methods.indistill import InDistill
 from lit_kd.methods.kd import KD
 from lit_kd.methods.logit import LogitDistillation
+from lit_kd.methods.meal_v2 import MealV2
 from lit_kd.methods.mlkd import MLKD
+from lit_kd.methods.multi_teacher import MultiTeacherDistillation, MultiTeacherKD
 from lit_kd.methods.nkd import NKD
+from lit_kd.methods.online import BDKD, DML, OnlineDistillation
+from lit_kd.methods.pskd import PSKD
 from lit_kd.methods.supervised import Supervised
 from lit_kd.methods.taid import TAID
+from lit_kd.methods.tf_kd import TfKDSelf, TfKDVirtual
 from lit_kd.methods.wsld import WSLD
 
 BASES = (
-    "StudentModule", "DistillationModule", "LogitDistillation", "FeatureDistillation", "HandsOffNetwork"
+    "StudentModule", "DistillationModule", "LogitDistillation", "FeatureDistillation", "HandsOffNetwork",
+    "MultiTeacherDistillation", "OnlineDistillation"
 )
 METHODS = (
     "Supervised", "KD", "FitNet", "FunctionMatching", "DGKD", "AMDSearch", "DistPro", "InDistill", "DKD", "DIST",
-    "CTKD", "MLKD", "NKD", "WSLD", "TAID"
+    "CTKD", "MLKD", "NKD", "WSLD", "TAID", "MultiTeacherKD", "MealV2", "DistillWeighted", "TfKDSelf", "TfKDVirtual",
+    "PSKD", "DML", "BDKD"
 )
 __all__ = [*BASES, *METHODS]
 
