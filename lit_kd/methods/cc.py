@@ -106,6 +106,11 @@ class CC(FeatureDistillation):
     def trainable_modules(self) -> dict[str, nn.Module]:
         return {"student": self.student, "student_embed": self.student_embed, "teacher_embed": self.teacher_embed}
 
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if any(len(shape) > 1 for shape in (*self.student_shapes, *self.teacher_shapes)):
+            self.require_probe_size("CC")  # the embeddings of flattened maps are sized for the probe images
+
     def feature_terms(self, student_features: list[Tensor], teacher_features: list[Tensor], batch: KDBatch,
                       student_logits: Tensor, teacher_logits: Tensor) -> dict[str, tuple[float, Tensor]]:
         (student,), (teacher,) = student_features, teacher_features

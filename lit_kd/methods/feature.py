@@ -140,8 +140,9 @@ class FeatureDistillation(DistillationModule):
         terms: dict[str, tuple[float, Tensor]] = {}
         if self.ce_weight:
             if batch.target is None:
-                raise DataContractError(f"{type(self).__name__} weighs the cross-entropy by ce_weight={self.ce_weight}, "
-                                        "but the batch has no labels. Give labelled data or set ce_weight: 0.")
+                raise DataContractError(f"{type(self).__name__} weighs the cross-entropy by ce_weight="
+                                        f"{self.ce_weight}, but the batch has no labels. Give labelled data or set "
+                                        "ce_weight: 0.")
             terms["ce"] = (self.ce_weight, self.cross_entropy(logits, batch.target))
         if self.kd_weight:
             if teacher_logits is None:

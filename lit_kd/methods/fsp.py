@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from torch import Tensor, nn
 
@@ -39,10 +39,12 @@ class FSP(StagedFeatureDistillation):
     (the first and last layer of a residual stage). RepDistiller, whose schedule and numbers lit_kd
     follows, pairs consecutive entries of its feature list instead: the stem and the three stage
     outputs (``feat[:-1]``; for ResNets 32×32, 32×32, 16×16, 8×8), average-pooling the larger map of
-    a pair to the smaller size (square, from the height). That is the default here: every stage
-    (``0 .. n-1``) and ``pool_pairs=True``. With ``pool_pairs=False`` (the paper's reading) every
-    consecutive pair must have one spatial size; tap such pairs by module name (for the CIFAR
-    ResNets e.g. ``layer2.0`` and ``layer2``, the first and last block of a stage). Student and
+    a pair to the smaller size (square, from the height): the inputs and outputs of the stages.
+    That is the default here: every stage (``0 .. n-1``), ``pairing="consecutive"``,
+    ``pool_pairs=True``. The paper's reading is ``pairing="disjoint"`` (layers ``[a1, b1, a2, b2,
+    ...]`` give the matrices of ``(a1, b1), (a2, b2), ...``) with ``pool_pairs=False``, which refuses
+    a pair of different spatial sizes; tap such pairs by module name (for the CIFAR ResNets e.g.
+    ``layer2.0`` and ``layer2``, the outputs of the first and last block of a stage). Student and
     teacher need the same channel counts at every listed layer (the matrices are compared entry by
     entry).
 
@@ -55,6 +57,8 @@ class FSP(StagedFeatureDistillation):
         teacher_layers: the teacher's layers; ``None``: every stage.
         pool_pairs: average-pool the larger map of a pair (RepDistiller); ``False``: refuse pairs
             of different spatial sizes (the paper).
+        pairing: ``"consecutive"`` (every neighbouring pair, RepDistiller) or ``"disjoint"`` (layers
+            taken two by two, the paper).
         pretrain_weight: weight of the FSP loss in the initialization stage.
         fsp_weight: weight of the FSP loss added in the main stage (0: none, as RepDistiller).
         pretrain_epochs: epochs of the initialization stage.
@@ -70,6 +74,7 @@ class FSP(StagedFeatureDistillation):
         student_layers: Sequence[Layer] | None = None,
         teacher_layers: Sequence[Layer] | None = None,
         pool_pairs: bool = True,
+        pairing: Literal["consecutive", "disjoint"] = "consecutive",
         pretrain_weight: float = 1.0,
         fsp_weight: float = 0.0,
         pretrain_epochs: int = 30,
@@ -81,8 +86,12 @@ class FSP(StagedFeatureDistillation):
                          pretrain_lr=pretrain_lr, ce_weight=ce_weight, **kwargs)
         count = self.require_pairs("FSP")
         self.require_feature_maps("FSP")
-        if count < 2:
-            raise ValueError(f"FSP builds matrices from consecutive layers: list at least 2 layers (got {count}).")
+        if pairing not in ("consecutive", "disjoint"):
+            raise ValueError(f"FSP pairing must be 'consecutive' or 'disjoint', got {pairing!r}")
+        if count < 2 or (pairing == "disjoint" and count % 2):
+            raise ValueError(f"FSP builds matrices from pairs of layers: list at least 2 layers, and an even number "
+                             f"for pairing='disjoint' (got {count}).")
+        self.pairing = pairing
         student_channels = [shape[0] for shape in self.student_shapes]
         teacher_channels = [shape[0] for shape in self.teacher_shapes]
         if student_channels != teacher_channels:
@@ -94,7 +103,7 @@ class FSP(StagedFeatureDistillation):
         if not pool_pairs:
             for role, layers, shapes in (("student", self.student_tap.layers, self.student_shapes),
                                          ("teacher", self.teacher_tap.layers, self.teacher_shapes)):
-                for k in range(count - 1):
+                for k in self._pair_starts():
                     if shapes[k][1:] != shapes[k + 1][1:]:
                         raise ValueError(
                             f"FSP with pool_pairs=False pairs layers of one spatial size, but the {role} layers "
@@ -105,6 +114,16 @@ class FSP(StagedFeatureDistillation):
         self.pool_pairs = pool_pairs
         self.pretrain_weight, self.fsp_weight = pretrain_weight, fsp_weight
 
+    def _pair_starts(self) -> range:
+        count = len(self.student_tap.layers)
+        return range(0, count - 1, 2) if self.pairing == "disjoint" else range(count - 1)
+
+    def fsp(self, student_features: list[Tensor], teacher_features: list[Tensor]) -> Tensor:
+        """The FSP loss over the layer pairs (consecutive layers, or disjoint pairs)."""
+        if self.pairing == "consecutive":
+            return fsp_loss(student_features, teacher_features)
+        return sum(fsp_loss(student_features[k:k + 2], teacher_features[k:k + 2]) for k in self._pair_starts())
+
     def default_layers(self, network: nn.Module) -> list[Layer]:
         """Every stage, the stem included (RepDistiller's ``feat[:-1]``)."""
         return list(range(stage_count(network)))
@@ -114,7 +133,7 @@ class FSP(StagedFeatureDistillation):
 
     def pretrain_losses(self, batch: KDBatch) -> tuple[Tensor, dict[str, Tensor]]:
         logits, student_features, _, teacher_features = self.forward_features(batch)
-        return logits, weighted_sum(fsp=(self.pretrain_weight, fsp_loss(student_features, teacher_features)))
+        return logits, weighted_sum(fsp=(self.pretrain_weight, self.fsp(student_features, teacher_features)))
 
     def training_losses(self, batch: KDBatch) -> tuple[Tensor, dict[str, Tensor]]:
         if not self.fsp_weight:
@@ -123,4 +142,4 @@ class FSP(StagedFeatureDistillation):
 
     def feature_terms(self, student_features: list[Tensor], teacher_features: list[Tensor], batch: KDBatch,
                       student_logits: Tensor, teacher_logits: Tensor) -> dict[str, tuple[float, Tensor]]:
-        return {"fsp": (self.fsp_weight, fsp_loss(student_features, teacher_features))}
+        return {"fsp": (self.fsp_weight, self.fsp(student_features, teacher_features))}

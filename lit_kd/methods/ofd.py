@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -22,7 +23,7 @@ from lit_kd.models import ModelSpec
 from lit_kd.models.cifar.wrn import WideResNet
 from lit_kd.taps import feature_info
 
-__all__ = ["OFDConnector", "OFDDistillation", "OFD", "norms_before_relu"]
+__all__ = ["OFDConnector", "OFDDistillation", "OFD", "norms_before_relu", "bn_margin"]
 
 
 class OFDConnector(nn.Sequential):
@@ -49,6 +50,19 @@ class OFDConnector(nn.Sequential):
         super().__init__(conv, norm)
 
 
+def bn_margin(norm: nn.Module) -> Tensor:
+    """The margins of :func:`lit_kd.losses.ofd_margin` from a BN's weight and bias, also for channels
+    whose scale is zero (an untrained timm block's last BN): there the response is the constant
+    bias :math:`\\beta`, and the margin is its limit :math:`\\min(\\beta, 0)` (the official code
+    divides by zero)."""
+    weight, bias = norm.weight.detach(), norm.bias.detach()
+    zero = weight == 0
+    if not bool(zero.any()):
+        return ofd_margin(weight, bias)
+    margin = ofd_margin(torch.where(zero, torch.ones_like(weight), weight), bias)
+    return torch.where(zero, bias.clamp(max=0).to(margin.dtype), margin)
+
+
 class OFDDistillation(nn.Module):
     """Connectors for several feature positions plus the teacher margins (buffers), and the loss.
 
@@ -56,7 +70,8 @@ class OFDDistillation(nn.Module):
         student_channels: student channels per position, shallow to deep.
         teacher_channels: teacher channels per position.
         teacher_norms: the teacher's BN before each position's ReLU; their weight/bias give the
-            margins (:func:`lit_kd.losses.ofd_margin`), fixed at construction as in the paper.
+            margins (:func:`bn_margin`, i.e. :func:`lit_kd.losses.ofd_margin`), fixed at construction as
+            in the paper.
         kernel_size: the connectors' kernel size.
         pool_teacher: average-pool a teacher feature to the student's spatial size when they
             differ (mdistiller); off, the shapes must match (the paper's and clovaai's setting).
@@ -77,7 +92,7 @@ class OFDDistillation(nn.Module):
         self.connectors = nn.ModuleList(OFDConnector(s, t, kernel_size)
                                         for s, t in zip(student_channels, teacher_channels))
         for index, norm in enumerate(teacher_norms):
-            self.register_buffer(f"margin{index}", ofd_margin(norm.weight, norm.bias))
+            self.register_buffer(f"margin{index}", bn_margin(norm))
         self.pool_teacher = pool_teacher
 
     @property

@@ -17,7 +17,8 @@ the scheduler's milestones count epochs of the main stage (RepDistiller's 150/18
 checkpointed.
 
 The module uses manual optimization, so Lightning's ``gradient_clip_val`` and
-``accumulate_grad_batches`` do not apply to these methods.
+``accumulate_grad_batches`` do not apply to these methods. Parameters that a stage does not use
+receive no gradients, so under DDP use ``strategy: ddp_find_unused_parameters_true``.
 """
 
 from __future__ import annotations
@@ -131,7 +132,11 @@ class StagedFeatureDistillation(FeatureDistillation):
         parameters = self.pretrain_parameters()
         if not self.pretrain_epochs or not parameters:
             return main_config
-        pretrain_optimizer = self.optimizer_factory(parameters)
+        if _wants_names(self.optimizer_factory):  # optimizers that group parameters by name (lit_kd.optim)
+            wanted = {id(p) for p in parameters}
+            pretrain_optimizer = self.optimizer_factory([(n, p) for n, p in self.named_parameters() if id(p) in wanted])
+        else:
+            pretrain_optimizer = self.optimizer_factory(parameters)
         if self.pretrain_lr is not None:
             for group in pretrain_optimizer.param_groups:
                 group["lr"] = self.pretrain_lr
@@ -186,3 +191,10 @@ class StagedFeatureDistillation(FeatureDistillation):
         """The trainable parameters of ``modules``."""
         for module in modules:
             yield from (p for p in module.parameters() if p.requires_grad)
+
+
+def _wants_names(factory: Any) -> bool:
+    """Whether an optimizer factory (a class, a ``functools.partial`` of one, or a function) declares
+    ``accepts_named_parameters = True``, as the base class checks for the main optimizer."""
+    candidates = [factory, getattr(factory, "func", None), *getattr(factory, "args", ())]
+    return any(getattr(c, "accepts_named_parameters", False) is True for c in candidates if c is not None)
