@@ -26,6 +26,15 @@ from lit_kd.taps import FeatureTap, TapError
 from tests.helpers import digits, snapshot, tiny_trainer
 
 STUDENT, TEACHER = ModelSpec("resnet8", num_classes=10), ModelSpec("resnet14", num_classes=10)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These networks are tiny: one intra-op thread is as fast, and much faster on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 METHODS = {"AT": AT, "SP": SP, "RKD": RKD, "PKT": PKT, "NST": NST, "VID": VID, "CC": CC, "FSP": FSP, "FT": FT,
            "AB": AB, "ReviewKD": ReviewKD, "OFD": OFD}
 STAGED = {"FT": FT, "AB": AB, "FSP": FSP}
