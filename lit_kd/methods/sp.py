@@ -26,8 +26,8 @@ class SP(FeatureDistillation):
     the feature shapes may differ.
 
     Defaults are the official ones (RepDistiller ``feat[-2]`` and ``-b 3000``; mdistiller
-    ``feats[-1]`` and ``FEAT_WEIGHT`` 3000; the paper's :math:`\gamma = 3000` for CIFAR): the last
-    stage's output (stage ``-1``), :math:`\gamma = 3000`, CE weight 1, no KD term.
+    ``feats[-1]`` and ``FEAT_WEIGHT`` 3000): the last stage's output (stage ``-1``),
+    :math:`\gamma = 3000`, CE weight 1, no KD term.
 
     Args:
         student_layers: student layers (stage indices, module names, ``"pre_logits"``).
