@@ -10,12 +10,19 @@ compared with the teacher's feature of that level by :func:`lit_kd.losses.review
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["AttentionBasedFusion", "KnowledgeReview"]
+from lit_kd.contract import KDBatch
+from lit_kd.losses import review_kd_loss
+from lit_kd.methods.feature import FeatureDistillation, Layer, stages_after_stem
+from lit_kd.models import ModelSpec
+from lit_kd.taps import PRE_LOGITS
+
+__all__ = ["AttentionBasedFusion", "KnowledgeReview", "ReviewKD"]
 
 Size = int | tuple[int, int]
 
@@ -114,3 +121,106 @@ class KnowledgeReview(nn.Module):
             size = None if out_sizes is None else out_sizes[index]
             outputs[index], residual = self.fusions[index](student_features[index], residual, size)
         return outputs
+
+
+def _as_map(feature: Tensor) -> Tensor:
+    """A pooled ``(B, C)`` embedding as a ``(B, C, 1, 1)`` map; maps pass unchanged."""
+    return feature[:, :, None, None] if feature.dim() == 2 else feature
+
+
+class ReviewKD(FeatureDistillation):
+    r"""Chen, Liu, Zhao & Jia, "Distilling Knowledge via Knowledge Review" (CVPR 2021).
+
+    .. math::
+        L = w_{ce} \, \mathrm{CE}(z_s, y) + \lambda(e) \, w_{review} \sum_{i=1}^{n}
+            L_{HCL}\big(\mathrm{ABF}_i(f^s_i, \dots, f^s_n), f^t_i\big),
+        \qquad \lambda(e) = \min(e / e_{warm}, 1)
+
+    The review path (:class:`KnowledgeReview`: one :class:`AttentionBasedFusion` per level, run
+    from the deepest level up, each merging its own student feature with the fused deeper ones)
+    produces one output per level in the teacher's shape; the hierarchical context loss
+    (:func:`lit_kd.losses.review_kd_loss`) compares it with the teacher's feature of that level. The
+    review path is a trainable part of the method (optimized, checkpointed, not exported).
+
+    Levels and defaults follow the official code (dvlab-research/ReviewKD, and mdistiller's port):
+    the outputs of every stage after the stem plus the pooled embedding as a 1×1 map
+    (``"pre_logits"``) for both networks; the teacher's stage features **before** their ReLU
+    (``teacher_preact=True``, the official ``preact=True`` teacher), the student's after it on
+    CIFAR (mdistiller ``STU_PREACT: False``). The fused width is ``min(512, deepest student
+    channels)``. Loss weight 1.0 and a 20-epoch linear warm-up are the official defaults; the
+    published CIFAR runs use per-pair weights (resnet32x4→resnet8x4 and wrn_40_2→wrn_16_2: 5.0,
+    resnet56→resnet20: 0.6; see ``docs/feature_methods.md``). ImageNet: weight 1.0, no warm-up.
+
+    The warm-up counts epochs from 0, as the official training loop does (no review loss in the
+    first epoch); ``warmup_start="mdistiller"`` counts from 1, as mdistiller's trainer does
+    (:math:`\lambda = 1/e_{warm}` in the first epoch).
+
+    Args:
+        student_layers: student levels, shallow to deep; ``None``: every stage after the stem and
+            ``"pre_logits"``.
+        teacher_layers: the teacher's levels; ``None``: the same choice.
+        teacher_preact: read the teacher's stage features before their ReLU.
+        review_weight: :math:`w_{review}`.
+        warmup_epochs: :math:`e_{warm}` (0: no warm-up).
+        warmup_start: ``"reviewkd"`` (epochs counted from 0) or ``"mdistiller"`` (from 1).
+        mid_channels: the fused width (``None``: ``min(512, deepest student channels)``).
+        levels: pooled sizes of the hierarchical context loss.
+        ce_weight: weight of the cross-entropy.
+        **kwargs: the :class:`~lit_kd.methods.feature.FeatureDistillation` arguments (``preact``
+            for the student, ``kd_weight``, ...).
+    """
+
+    def __init__(
+        self,
+        student: ModelSpec | nn.Module,
+        teacher: ModelSpec | nn.Module,
+        student_layers: Sequence[Layer] | None = None,
+        teacher_layers: Sequence[Layer] | None = None,
+        teacher_preact: bool = True,
+        review_weight: float = 1.0,
+        warmup_epochs: int = 20,
+        warmup_start: Literal["reviewkd", "mdistiller"] = "reviewkd",
+        mid_channels: int | None = None,
+        levels: Sequence[int] = (4, 2, 1),
+        ce_weight: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(student, teacher, student_layers, teacher_layers, teacher_preact=teacher_preact,
+                         ce_weight=ce_weight, **kwargs)
+        self.require_pairs("ReviewKD")
+        if warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {warmup_epochs}")
+        if warmup_start not in ("reviewkd", "mdistiller"):
+            raise ValueError(f"warmup_start must be 'reviewkd' or 'mdistiller', got {warmup_start!r}")
+        for role, layers, shapes in (("student", self.student_tap.layers, self.student_shapes),
+                                     ("teacher", self.teacher_tap.layers, self.teacher_shapes)):
+            for layer, shape in zip(layers, shapes):
+                if len(shape) not in (1, 3):
+                    raise ValueError(f"ReviewKD reads feature maps (C, H, W) or pooled embeddings (C,); the {role} "
+                                     f"layer {layer!r} gives {shape}. Choose convolutional stages or 'pre_logits'.")
+        self.review = KnowledgeReview([shape[0] for shape in self.student_shapes],
+                                      [shape[0] for shape in self.teacher_shapes], mid_channels)
+        self.review_weight, self.warmup_epochs, self.warmup_start = review_weight, int(warmup_epochs), warmup_start
+        self.levels = tuple(int(level) for level in levels)
+
+    def default_layers(self, network: nn.Module) -> list[Layer]:
+        """Every stage after the stem, then the pooled embedding (the official review levels)."""
+        return [*stages_after_stem(network), PRE_LOGITS]
+
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        return {"student": self.student, "review": self.review}
+
+    def warmup_factor(self, epoch: int | None = None) -> float:
+        """:math:`\lambda(e)` at ``epoch`` (default: the current epoch)."""
+        epoch = self.current_epoch if epoch is None else epoch
+        if not self.warmup_epochs:
+            return 1.0
+        counted = epoch + (1 if self.warmup_start == "mdistiller" else 0)
+        return min(counted / self.warmup_epochs, 1.0)
+
+    def feature_terms(self, student_features: list[Tensor], teacher_features: list[Tensor], batch: KDBatch,
+                      student_logits: Tensor, teacher_logits: Tensor) -> dict[str, tuple[float, Tensor]]:
+        teacher_maps = [_as_map(f) for f in teacher_features]
+        outputs = self.review([_as_map(f) for f in student_features], [tuple(t.shape[-2:]) for t in teacher_maps])
+        value = review_kd_loss(outputs, teacher_maps, self.levels)
+        return {"review": (self.review_weight * self.warmup_factor(), value)}
