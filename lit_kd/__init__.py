@@ -34,6 +34,7 @@ _LAZY = {
     "DistPro": "lit_kd.methods.distpro",
     "DistillationProcess": "lit_kd.methods.distpro",
     "InDistill": "lit_kd.methods.indistill",
+    "CRD": "lit_kd.methods.crd",
     # data, taps, chains, evaluation
     "KDDataModule": "lit_kd.data.datamodule",
     "FeatureTap": "lit_kd.taps",

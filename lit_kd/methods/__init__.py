@@ -7,6 +7,7 @@ Bases: :class:`StudentModule` (a trainable student), :class:`DistillationModule`
 
 from lit_kd.methods.amd import AMDSearch
 from lit_kd.methods.base import DistillationModule, HandsOffNetwork, StudentModule
+from lit_kd.methods.crd import CRD
 from lit_kd.methods.dgkd import DGKD
 from lit_kd.methods.distpro import DistPro
 from lit_kd.methods.feature import FeatureDistillation
@@ -18,4 +19,5 @@ from lit_kd.methods.logit import LogitDistillation
 from lit_kd.methods.supervised import Supervised
 
 __all__ = ["StudentModule", "DistillationModule", "LogitDistillation", "FeatureDistillation", "HandsOffNetwork",
-           "Supervised", "KD", "FitNet", "FunctionMatching", "DGKD", "AMDSearch", "DistPro", "InDistill"]
+           "Supervised", "KD", "FitNet", "FunctionMatching", "DGKD", "AMDSearch", "DistPro", "InDistill",
+           "CRD"]
