@@ -35,6 +35,10 @@ _LAZY = {
     "DistillationProcess": "lit_kd.methods.distpro",
     "InDistill": "lit_kd.methods.indistill",
     "CRD": "lit_kd.methods.crd",
+    "OFA": "lit_kd.methods.ofa",
+    "DeiT": "lit_kd.methods.deit",
+    "ViTKD": "lit_kd.methods.vitkd",
+    "DMAE": "lit_kd.methods.dmae",
     # data, taps, chains, evaluation
     "KDDataModule": "lit_kd.data.datamodule",
     "FeatureTap": "lit_kd.taps",
