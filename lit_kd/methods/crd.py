@@ -383,15 +383,15 @@ class CRD(FeatureDistillation):
             seed = base_seed()
             self._negative_seed = int(self.trainer.strategy.broadcast(seed, src=0)) if self._trainer else seed
         if self.memory is None:
-            generator = torch.Generator().manual_seed(mix_seed(self._negative_seed, 0x6D656D))
+            # The initial bank: a stream of its own (no draw counter reaches -1), alike on every rank.
+            generator = torch.Generator().manual_seed(mix_seed(self._negative_seed, -1))
             self.memory = ContrastMemory(self.embed_dim, count, self.nce_temperature, self.nce_momentum,
                                          generator).to(self.device)
         elif self.memory.num_data != count:
             raise ValueError(f"CRD's memory bank has {self.memory.num_data} rows but {self.data_info.source} has "
                              f"{count} training samples. Train on the data the bank was built for (same data set "
                              "and val_split), or start a new run.")
-        self._sample_rows = None if sample_rows is None else sample_rows.to(self.device)
-        self._row_classes = None if row_classes is None else row_classes.to(self.device)
+        self._sample_rows, self._row_classes = sample_rows, row_classes  # moved to the batches' device on use
         self._ddp_params_and_buffers_to_ignore = list(MEMORY_BUFFERS)
 
     def _bank_layout(self) -> tuple[int, Tensor | None, Tensor | None]:
@@ -404,8 +404,8 @@ class CRD(FeatureDistillation):
                 raise DataContractError(f"{info.source} declares training_samples that are not one class per distinct, "
                                         "non-negative sample index.")
             if self.num_samples is not None and self.num_samples != count:
-                raise ValueError(f"CRD was given num_samples={self.num_samples}, but {info.source} has {count} training "
-                                 "samples. Leave num_samples unset to take the count from the data.")
+                raise ValueError(f"CRD was given num_samples={self.num_samples}, but {info.source} has {count} "
+                                 "training samples. Leave num_samples unset to take the count from the data.")
             sample_rows = torch.full((int(index.max()) + 1,), -1, dtype=torch.long)
             sample_rows[index] = torch.arange(count)
             return count, sample_rows, classes
@@ -433,6 +433,7 @@ class CRD(FeatureDistillation):
         if self._sample_rows is None:
             rows = index
         else:
+            self._sample_rows = self._sample_rows.to(index.device)
             inside = (index >= 0) & (index < self._sample_rows.numel())
             rows = torch.where(inside, self._sample_rows[index.clamp(0, self._sample_rows.numel() - 1)], -1)
         bad = (rows < 0) | (rows >= count)
@@ -473,7 +474,7 @@ class CRD(FeatureDistillation):
         generator = self._next_generator(rows.device)
         if self.negatives == "uniform":
             return draw_negatives(rows.numel(), self.num_negatives, self.memory.num_data, generator, device=rows.device)
-        classes = self._row_classes
+        classes = self._row_classes = self._row_classes.to(rows.device)
         anchors = classes[rows]
         available = classes.numel() - torch.bincount(classes)[anchors]
         replacement = self.num_negatives > int(available.min())  # RepDistiller: with replacement only when too few

@@ -285,8 +285,10 @@ class DMAE(DistillationModule):
                              f"the student has {grid}, the teacher {tuple(self.teacher.patch_embed.grid_size)}. "
                              "Choose patch and input sizes that give the same grid.")
         student_depth, teacher_depth = len(self.student.blocks), len(self.teacher.blocks)
-        self.student_blocks = [default_block(student_depth)] if student_blocks is None else [int(b) for b in student_blocks]
-        self.teacher_blocks = [default_block(teacher_depth)] if teacher_blocks is None else [int(b) for b in teacher_blocks]
+        self.student_blocks = ([default_block(student_depth)] if student_blocks is None
+                               else [int(b) for b in student_blocks])
+        self.teacher_blocks = ([default_block(teacher_depth)] if teacher_blocks is None
+                               else [int(b) for b in teacher_blocks])
         if len(self.student_blocks) != len(self.teacher_blocks) or not self.student_blocks:
             raise ValueError(f"Each aligned student block needs one teacher block; got {self.student_blocks} and "
                              f"{self.teacher_blocks}.")
@@ -302,7 +304,8 @@ class DMAE(DistillationModule):
                                    num_heads=decoder_heads, num_prefix_tokens=int(self.student.num_prefix_tokens))
                         if reconstruction_weight else None)
         self.mask_ratio, self.distance, self.normalize_target = mask_ratio, distance, normalize_target
-        self.feature_weight, self.reconstruction_weight, self.ce_weight = feature_weight, reconstruction_weight, ce_weight
+        self.feature_weight, self.reconstruction_weight = feature_weight, reconstruction_weight
+        self.ce_weight = ce_weight
         self._mask_seed: int | None = None
         self._mask_batches = 0
         self._generators: dict[torch.device, torch.Generator] = {}

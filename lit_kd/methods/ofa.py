@@ -398,4 +398,5 @@ class OFA(FeatureDistillation):
         branch_losses = [ofa_loss(logits, teacher_logits, batch.target, epsilon, self.temperature)
                          for logits, epsilon in zip(self.branches(student_features), self.epsilons)]
         logits_loss = ofa_loss(student_logits, teacher_logits, batch.target, self.epsilons[-1], self.temperature)
-        return {"kd": (self.logits_weight, logits_loss), "ofa": (self.ofa_weight, sum(branch_losses[1:], branch_losses[0]))}
+        branches_loss = sum(branch_losses[1:], branch_losses[0])  # summed in the official order
+        return {"kd": (self.logits_weight, logits_loss), "ofa": (self.ofa_weight, branches_loss)}
