@@ -1,4 +1,5 @@
-"""CRD: embedding heads, the momentum memory bank of all samples' embeddings, and negative sampling.
+"""CRD: the method :class:`CRD`, its embedding heads, the momentum memory bank of all samples'
+embeddings, and negative sampling.
 
 Tian et al., "Contrastive Representation Distillation" (ICLR 2020). The memory holds one unit
 embedding per training sample for each network; every step the current batch is scored against

@@ -1,4 +1,5 @@
-"""DMAE's trainable part (the student's projection head) and its masking of patches.
+"""DMAE: the method :class:`DMAE`, its trainable parts (the student's projection head, the MAE
+decoder), its masking of patches and the encoding of the visible ones.
 
 Bai, Wang, Xiao, Wei, Wang, Yuille, Zhou, Xie, "Masked Autoencoders Enable Efficient Knowledge
 Distillers" (CVPR 2023). Teacher and student both encode only the visible patches of one masked

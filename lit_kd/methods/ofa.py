@@ -1,5 +1,5 @@
-"""OFA's stage branches: they map a student stage's feature to logits, so that any architecture's
-features meet the teacher in logit space.
+"""OFA: the method :class:`OFA` and its stage branches, which map a student stage's feature to
+logits, so that any architecture's features meet the teacher in logit space.
 
 Hao, Guo, Han, Wang, Xu, Xu, Wang, "One-for-All: Bridge the Gap Between Heterogeneous
 Architectures in Knowledge Distillation" (NeurIPS 2023). Each branch's logits are distilled with

@@ -1,4 +1,5 @@
-"""ViTKD's trainable parts: per-layer projections for mimicking and the masked-token generator.
+"""ViTKD: the method :class:`ViTKD` and its trainable parts, per-layer projections for mimicking
+and the masked-token generator.
 
 Yang, Li, Zeng, Li, Yuan, Li, "ViTKD: Practical Guidelines for ViT feature knowledge distillation"
 (2022). The student mimics the teacher's first two layers through linear projections and
