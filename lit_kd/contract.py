@@ -195,6 +195,10 @@ class DataInfo:
             ``("strong",)`` for a strongly augmented view); empty when there are none.
         fingerprint: a callable returning what identifies the training samples behind
             ``KDBatch.index`` (for caches keyed by sample index), or ``None``.
+        training_samples: a callable returning ``(index, target)`` of every training sample: the
+            ``KDBatch.index`` values training batches carry (``int64``, one per sample) and each
+            sample's class (``int64``), for per-sample state such as CRD's memory bank and its
+            class-aware negatives; ``None`` when training batches carry no index.
         database_dataloader: a callable returning the training split in order, without
             augmentation (the database of retrieval evaluation), or ``None``.
         eval_batch: turns a batch of the declared loaders (already on the device) into the
@@ -210,6 +214,7 @@ class DataInfo:
     has_meta_split: bool = False
     views: tuple[str, ...] = ()
     fingerprint: Callable[[], dict[str, Any]] | None = None
+    training_samples: Callable[[], tuple[Tensor, Tensor]] | None = None
     database_dataloader: Callable[[], Any] | None = None
     eval_batch: Callable[[Any], KDBatch] = KDBatch.from_any
     source: str = "the data"

@@ -99,10 +99,12 @@ class KDDataModule(L.LightningDataModule):
         monitor_test: ``val_dataloader()`` returns ``[val, test]`` so test accuracy
             is logged every epoch too (dataloader_idx 1); with ``val_split=0`` it
             returns the test loader alone either way.
-        return_index: in-memory batches also carry ``index``, each sample's
+        return_index: batches also carry ``index``: for in-memory data each sample's
             position in the stored images of its split (held-out samples share the
-            training store and have their own positions). ``None``: only with
-            ``augmentation="fixed_teacher"``, where teacher-output caches need it.
+            training store and have their own positions), for streamed folders its
+            position in its split. ``None``: only with ``augmentation="fixed_teacher"``,
+            where teacher-output caches need it. Methods with per-sample state (CRD's
+            memory bank) need it too.
         meta_split: fraction of the training split (what ``val_split`` leaves) set aside as
             *meta-validation* data for bi-level methods (DistPro: ``0.2``, the 80/20 split of its
             official code), drawn with ``split_seed``. With ``meta_split > 0`` every training batch
@@ -269,7 +271,7 @@ class KDDataModule(L.LightningDataModule):
             classes=tuple(self._classes) if self._classes is not None else None,
             val_split_names=tuple(self.val_split_names), augmentation=self.augmentation,
             has_meta_split=self.has_meta_split, views=(STRONG_VIEW_NAME,) if self.strong_view else (),
-            fingerprint=self.fingerprint,
+            fingerprint=self.fingerprint, training_samples=self.training_samples if self.return_index else None,
             database_dataloader=self.database_dataloader,
             eval_batch=lambda batch: self.transform_batch(batch, train=False), source=f"KDDataModule({self.dataset})",
         )
@@ -342,7 +344,8 @@ class KDDataModule(L.LightningDataModule):
                  "in memory" if in_memory else "streamed", need_gib, store)
         if not in_memory:
             return streamed_splits(layout, self._image_size, self.recipe, self.augmentation, self.eval_style,
-                                   self.eval_crop_fraction, self.val_split, self.meta_split, self.split_seed)
+                                   self.eval_crop_fraction, self.val_split, self.meta_split, self.split_seed,
+                                   return_index=self.return_index)
         val = {}
         if held_out is not None:
             val = dict(val_images=decode_images(layout.source, held_out.names, store), val_targets=held_out.targets)
@@ -488,6 +491,17 @@ class KDDataModule(L.LightningDataModule):
         labels = torch.as_tensor(targets, dtype=torch.int64).contiguous()
         info["labels_sha256"] = hashlib.sha256(labels.numpy().tobytes()).hexdigest()
         return info
+
+    def training_samples(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(index, target)`` of every training sample (after :meth:`setup`): the ``KDBatch.index``
+        values the training batches carry (with ``return_index``), in increasing order, and each
+        sample's class. Declared in :meth:`data_info` when ``return_index`` is on."""
+        train = self.splits.train
+        if isinstance(train, InMemoryImageDataset):
+            index = train.indices if train.indices is not None else torch.arange(len(train.targets))
+            return index.clone(), torch.as_tensor(train.targets)[index].long()
+        targets = torch.as_tensor(getattr(train, "targets", torch.zeros(0, dtype=torch.int64))).long()
+        return torch.arange(len(train)), targets.clone()
 
     def state_dict(self) -> dict[str, Any]:
         """Data seed and training-batch count, so a resumed run continues the same randomness."""

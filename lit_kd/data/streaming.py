@@ -48,22 +48,25 @@ class StreamingImageDataset(Dataset):
 
     Items are dicts ``{"image": uint8 3×S×S, "target": int}`` plus
     ``"teacher_image"`` when a second view is given (independent / fixed-teacher
-    augmentation): both views come from the same decoded image.
+    augmentation): both views come from the same decoded image, and ``"index"`` (the
+    item's position in this split) with ``return_index``.
 
     Args:
         source: reads the files (picklable, so it works in DataLoader workers).
         names: file names of this split.
         targets: class indices, aligned with ``names``.
         views: one or two callables mapping the decoded image to a view.
+        return_index: items also carry their position in this split.
     """
 
     def __init__(self, source: FileSource, names: Sequence[str], targets: Tensor,
-                 views: Sequence[Callable[[Tensor], Tensor]]) -> None:
+                 views: Sequence[Callable[[Tensor], Tensor]], return_index: bool = False) -> None:
         if not 1 <= len(views) <= 2:
             raise ValueError("views must hold one or two transforms")
         if len(names) != len(targets):
             raise ValueError("names and targets differ in length")
         self.source, self.names, self.targets, self.views = source, list(names), targets, list(views)
+        self.return_index = return_index
 
     def __len__(self) -> int:
         return len(self.names)
@@ -78,13 +81,17 @@ class StreamingImageDataset(Dataset):
         item: dict[str, Tensor | int] = {"image": self.views[0](image), "target": int(self.targets[index])}
         if len(self.views) == 2:
             item["teacher_image"] = self.views[1](image)
+        if self.return_index:
+            item["index"] = index
         return item
 
 
 def streamed_splits(layout: ImageFolderLayout, image_size: int, recipe: str, augmentation: str, eval_style: str,
-                    crop_fraction: float, val_split: float, meta_split: float, seed: int) -> Splits:
+                    crop_fraction: float, val_split: float, meta_split: float, seed: int,
+                    return_index: bool = False) -> Splits:
     """The splits of a folder read per sample: training views per ``recipe`` and ``augmentation``
-    (a second view for the teacher unless consistent), evaluation views elsewhere."""
+    (a second view for the teacher unless consistent), evaluation views elsewhere; with
+    ``return_index`` items carry their position in their split."""
     eval_view = sample_transform(f"eval_{eval_style}", image_size, crop_fraction)  # type: ignore[arg-type]
     if recipe == "none":
         train_views = [eval_view]
@@ -97,7 +104,8 @@ def streamed_splits(layout: ImageFolderLayout, image_size: int, recipe: str, aug
         names, targets = split.names, split.targets
         if indices is not None:
             names, targets = [names[i] for i in indices.tolist()], targets[indices]
-        return StreamingImageDataset(layout.source, names, targets, train_views if train else [eval_view])
+        return StreamingImageDataset(layout.source, names, targets, train_views if train else [eval_view],
+                                     return_index=return_index)
 
     held_out = layout.held_out
     train_idx, val_idx, meta_idx = split_training(len(layout.train), val_split, meta_split, seed,

@@ -1,5 +1,5 @@
-"""OFA's stage branches: they map a student stage's feature to logits, so that any architecture's
-features meet the teacher in logit space.
+"""OFA: the method :class:`OFA` and its stage branches, which map a student stage's feature to
+logits, so that any architecture's features meet the teacher in logit space.
 
 Hao, Guo, Han, Wang, Xu, Xu, Wang, "One-for-All: Bridge the Gap Between Heterogeneous
 Architectures in Knowledge Distillation" (NeurIPS 2023). Each branch's logits are distilled with
@@ -17,14 +17,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_kd.contract import DataContractError, KDBatch
+from lit_kd.losses import ofa_loss
+from lit_kd.methods.feature import FeatureDistillation
+from lit_kd.models import ModelSpec
 from lit_kd.taps import FeatureTap, feature_channels
 
-__all__ = ["SeparableDownsample", "OFACNNBranch", "PatchMerging", "TransformerBlock", "OFAViTBranch",
+__all__ = ["OFA", "SeparableDownsample", "OFACNNBranch", "PatchMerging", "TransformerBlock", "OFAViTBranch",
            "OFABranches", "ofa_stage_layers", "init_ofa_weights"]
 
 
@@ -233,14 +238,23 @@ class OFABranches(nn.Module):
         stages: OFA stage numbers (1-based, default all); features are tapped at
             :func:`ofa_stage_layers`.
         image_size: input side for the one dummy forward that measures the feature shapes.
+        class_token: for isotropic students with prefix tokens (ViTs), tap the blocks' whole token
+            sequences and classify each branch from its class token, as the official code does;
+            ``False``: tap the patch tokens as maps (stage indices) and classify the mean token.
 
     ``forward(features)`` takes the stage features in the order of ``stages`` (as tapped by
-    ``FeatureTap(student, branches.layers)``) and returns one logits tensor per stage.
+    ``FeatureTap(student, branches.tap_layers)``) and returns one logits tensor per stage.
+    ``layers`` are the stages' indices into ``feature_info``; ``tap_layers`` what to tap (the
+    same indices, or the blocks' module names in class-token mode).
     """
 
     def __init__(self, student: nn.Module, num_classes: int, teacher_feature_dim: int,
-                 stages: Sequence[int] | None = None, image_size: int = 224) -> None:
+                 stages: Sequence[int] | None = None, image_size: int = 224, class_token: bool = False) -> None:
         super().__init__()
+        if getattr(student, "feature_info", None) is None:
+            raise ValueError(f"OFA builds its branches from the student's stages (feature_info), and "
+                             f"{type(student).__name__} has none. Use a timm model (CNN, ViT or MLP) or a lit_kd "
+                             "CIFAR-zoo model, or give your network a timm-style feature_info list.")
         info = student.feature_info.get_dicts() if hasattr(student.feature_info, "get_dicts") \
             else list(student.feature_info)
         stage_layers = ofa_stage_layers(info)
@@ -251,11 +265,24 @@ class OFABranches(nn.Module):
                 raise ValueError(f"OFA stage {stage} does not exist: the student has stages 1..{count}.")
         self.stages = stages
         self.layers = [stage_layers[stage - 1] for stage in stages]
-        shapes = feature_channels(FeatureTap(student, self.layers), image_size)
         isotropic = len({int(i["reduction"]) for i in info}) == 1
+        prefix = int(getattr(student, "num_prefix_tokens", 0)) if isotropic and class_token else 0
+        # Whole token sequences come from hooks on the blocks (module names); maps from stage indices.
+        self.tap_layers: list[int | str] = [info[layer]["module"] for layer in self.layers] if prefix \
+            else list(self.layers)
+        shapes = feature_channels(FeatureTap(student, self.tap_layers), image_size)
         student_dim = int(student.num_features)
         branches = []
         for stage, shape in zip(stages, shapes):
+            if prefix:
+                length, channels = shape
+                side = math.isqrt(length - prefix)
+                if side * side != length - prefix:
+                    raise ValueError(f"Stage {stage} of {type(student).__name__} has {length - prefix} patch tokens, "
+                                     "not a square grid; use class_token=False.")
+                branches.append(OFAViTBranch(channels, side, max(4 - stage, 1), num_classes, feature_dim=student_dim,
+                                             num_prefix_tokens=prefix))
+                continue
             channels, height, width = shape
             if isotropic:
                 branches.append(OFAViTBranch(channels, (height, width), max(4 - stage, 1), num_classes,
@@ -271,3 +298,105 @@ class OFABranches(nn.Module):
             raise ValueError(f"OFABranches has {len(self.branches)} stages {self.stages}; "
                              f"got {len(features)} features.")
         return [branch(feature) for branch, feature in zip(self.branches, features)]
+
+
+class OFA(FeatureDistillation):
+    r"""Hao, Guo, Han, Wang, Xu, Xu & Wang, "One-for-All: Bridge the Gap Between Heterogeneous
+    Architectures in Knowledge Distillation" (NeurIPS 2023).
+
+    .. math::
+        L = w_{ce}\,\mathrm{CE}(z_s, y) + w_{kd}\,L_{OFA}(z_s, z_t; \epsilon_{last})
+            + w_{ofa} \sum_{k \in \text{stages}} L_{OFA}(\mathrm{branch}_k(f^s_k), z_t; \epsilon_k)
+
+    with OFA's adaptive target-enhanced loss :func:`~lit_kd.losses.ofa_loss`
+    (:math:`-\sum_c [(p^t_c + y_c)^{\epsilon} - y_c] \log p^s_c`). Every stage of the student gets
+    a trainable branch that maps its feature to the teacher's logit space
+    (:class:`OFABranches`, built from the student's ``feature_info`` for any timm or CIFAR-zoo
+    architecture: separable-convolution branches for CNNs, patch merging + transformer blocks for
+    ViTs/MLPs), so teacher and student may be of different families (CNN, ViT, MLP). The teacher
+    contributes only its logits. Branches are trained and checkpointed, never exported.
+
+    Defaults are the official command-line defaults (all weights 1, :math:`T = 1`,
+    :math:`\epsilon = 1`, all stages); the README's ImageNet DeiT-T -> ResNet-18 run uses
+    ``epsilon: 1.5``. The CE term uses the run's ``label_smoothing`` (0.1 in the official configs).
+    Official quirks kept: no :math:`T^2`; soft (mixup) targets enter the target mask as their
+    argmax. ViT students classify each branch from the class token (the official
+    ``TokenFilter``; ``class_token=False`` uses the mean patch token); lit_kd picks the stages of
+    students of any depth (:func:`ofa_stage_layers`: the official blocks 1, 3, 9, 11 of a 12-block
+    ViT; the last block of each resolution for CNNs, three stages for the CIFAR ResNets).
+
+    Args:
+        stages: OFA stage numbers (1-based) that get a branch; ``None``: all.
+        epsilon: :math:`\epsilon` for every term, or one per stage plus one (last) for the logits.
+        temperature: softmax temperature :math:`T` of every OFA term.
+        ce_weight: weight of the cross-entropy (``--gt-loss-weight``).
+        kd_weight: weight of the OFA loss on the student's logits (``--kd-loss-weight``).
+        ofa_weight: weight of the summed branch losses (``--ofa-loss-weight``).
+        class_token: ViT students: branches read the class token (official) or the mean token.
+        probe_size: image side of the dummy forward that sizes the branches (the student's own
+            ``input_size`` when it has one).
+        **kwargs: the :class:`~lit_kd.methods.base.DistillationModule` arguments (``label_smoothing``, ...).
+    """
+
+    def __init__(
+        self,
+        student: ModelSpec | nn.Module,
+        teacher: ModelSpec | nn.Module,
+        stages: Sequence[int] | None = None,
+        epsilon: float | Sequence[float] = 1.0,
+        temperature: float = 1.0,
+        ce_weight: float = 1.0,
+        kd_weight: float = 1.0,
+        ofa_weight: float = 1.0,
+        class_token: bool = True,
+        probe_size: int = 32,
+        **kwargs: Any,
+    ) -> None:
+        # The teacher gives logits only; the student's taps follow its branches (set below).
+        super().__init__(student, teacher, [], [], ce_weight=ce_weight, kd_weight=0.0, temperature=temperature,
+                         probe_size=probe_size, **kwargs)
+        size = self.student_input.size or probe_size
+        teacher_dim = getattr(self.teacher, "num_features", None)
+        if teacher_dim is None:
+            raise ValueError(f"OFA sizes its CNN branches by the teacher's final feature width (num_features), which "
+                             f"{type(self.teacher).__name__} does not declare. Use a timm or lit_kd zoo teacher.")
+        self.branches = OFABranches(self.student, self._teacher_classes(), int(teacher_dim), stages, size,
+                                    class_token=class_token)
+        self.student_tap = FeatureTap(self.student, self.branches.tap_layers)
+        self.student_shapes = feature_channels(self.student_tap, size)
+        count = len(self.branches.stages)
+        epsilons = [float(epsilon)] * (count + 1) if isinstance(epsilon, (int, float)) else [float(e) for e in epsilon]
+        if len(epsilons) == 1:
+            epsilons *= count + 1
+        if len(epsilons) != count + 1 or not all(0 < e < float("inf") for e in epsilons):
+            raise ValueError(f"epsilon takes one value, or one per stage ({count}: {self.branches.stages}) plus one "
+                             f"for the logits; all finite and > 0. Got {epsilon}.")
+        self.epsilons = epsilons
+        self.logits_weight, self.ofa_weight = kd_weight, ofa_weight
+
+    @torch.no_grad()
+    def _teacher_classes(self) -> int:
+        """The teacher's classes (the branches predict them), from one dummy forward."""
+        was_training = self.teacher.training
+        self.teacher.eval()
+        try:
+            size = self.teacher_input.size or 32
+            param = next(self.teacher.parameters())
+            logits = self.teacher(torch.zeros(1, 3, size, size, device=param.device, dtype=param.dtype))
+        finally:
+            self.teacher.train(was_training)
+        return int(logits.shape[-1])
+
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        return {"student": self.student, "branches": self.branches}
+
+    def feature_terms(self, student_features: list[Tensor], teacher_features: list[Tensor], batch: KDBatch,
+                      student_logits: Tensor, teacher_logits: Tensor) -> dict[str, tuple[float, Tensor]]:
+        if batch.target is None:
+            raise DataContractError("OFA's loss enhances the target class and needs labels, but the batch has none. "
+                                    "Give labelled data.")
+        branch_losses = [ofa_loss(logits, teacher_logits, batch.target, epsilon, self.temperature)
+                         for logits, epsilon in zip(self.branches(student_features), self.epsilons)]
+        logits_loss = ofa_loss(student_logits, teacher_logits, batch.target, self.epsilons[-1], self.temperature)
+        branches_loss = sum(branch_losses[1:], branch_losses[0])  # summed in the official order
+        return {"kd": (self.logits_weight, logits_loss), "ofa": (self.ofa_weight, branches_loss)}

@@ -1,4 +1,5 @@
-"""ViTKD's trainable parts: per-layer projections for mimicking and the masked-token generator.
+"""ViTKD: the method :class:`ViTKD` and its trainable parts, per-layer projections for mimicking
+and the masked-token generator.
 
 Yang, Li, Zeng, Li, Yuan, Li, "ViTKD: Practical Guidelines for ViT feature knowledge distillation"
 (2022). The student mimics the teacher's first two layers through linear projections and
@@ -10,11 +11,19 @@ can be reproduced and compared.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ViTKDMimic", "ViTKDGeneration", "random_token_mask"]
+from lit_kd.contract import KDBatch
+from lit_kd.losses import vitkd_generation_loss, vitkd_mimic_loss
+from lit_kd.methods.feature import FeatureDistillation
+from lit_kd.models import ModelSpec
+from lit_kd.seeding import base_seed, mix_seed
+
+__all__ = ["ViTKD", "ViTKDMimic", "ViTKDGeneration", "random_token_mask"]
 
 
 def random_token_mask(batch: int, num_tokens: int, mask_ratio: float = 0.5,
@@ -89,3 +98,131 @@ class ViTKDGeneration(nn.Module):
         tokens = torch.where(mask.bool().unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
         grid = tokens.transpose(1, 2).reshape(batch, -1, side, side)
         return self.generation(grid).flatten(2).transpose(1, 2)
+
+
+class ViTKD(FeatureDistillation):
+    r"""Yang, Li, Zeng, Li, Yuan & Li, "ViTKD: Practical Guidelines for ViT feature knowledge
+    distillation" (2022).
+
+    .. math::
+        L = w_{ce}\,\mathrm{CE}(z_s, y) + \alpha\,L_{lr}(F^s_{1,2}, F^t_{1,2})
+            + \beta\,L_{gen}(G(F^s_{deep}, M), F^t_{deep}, M)
+
+    *Mimicking* of the shallow layers (:func:`~lit_kd.losses.vitkd_mimic_loss`): the patch tokens of
+    the student's first two blocks, each through its own linear projection
+    (:class:`ViTKDMimic`), regress the teacher's. *Generation* of the deep layer
+    (:func:`~lit_kd.losses.vitkd_generation_loss`): the student's last-layer patch tokens (after
+    the final norm), with a random ``mask_ratio`` of them replaced by a learnable mask token, go
+    through a small convolutional generator (:class:`ViTKDGeneration`) that must produce the
+    teacher's masked tokens. Class and distillation tokens are left out (each network's
+    ``num_prefix_tokens``). The masks are drawn per batch from a generator seeded by the run's seed,
+    the rank and the batches seen (checkpointed: a resumed run draws the same masks).
+
+    Tokens are read by :class:`~lit_kd.taps.FeatureTap` hooks on the named modules of timm ViTs
+    (``blocks.0``, ``blocks.1`` and ``norm``: whole token sequences, prefix tokens first); student
+    and teacher need the same patch grid. Defaults are the official DeiT configs
+    (``alpha_vitkd`` 3e-5, ``beta_vitkd`` 3e-6, ``lambda_vitkd`` 0.5) with the plain CE of the
+    student (label smoothing as the run sets it; DeiT's recipe 0.1).
+
+    Args:
+        shallow_layers: the mimicked layers: stage indices (``feature_info``) or module names.
+        deep_layer: the generated layer (module name; ``"norm"``: the last block after the final norm).
+        alpha: weight of the mimicking loss.
+        beta: weight of the generation loss.
+        mask_ratio: :math:`\lambda`, the fraction of deep tokens masked.
+        ce_weight: weight of the cross-entropy.
+        kd_weight: weight of Hinton's :math:`T^2`-KL term on the logits (0: off, as in ViTKD alone).
+        temperature: its temperature.
+        probe_size: image side of the dummy forward that sizes the projections (the networks'
+            own ``input_size`` when they have one).
+        **kwargs: the :class:`~lit_kd.methods.base.DistillationModule` arguments.
+    """
+
+    def __init__(
+        self,
+        student: ModelSpec | nn.Module,
+        teacher: ModelSpec | nn.Module,
+        shallow_layers: Sequence[int | str] = ("blocks.0", "blocks.1"),
+        deep_layer: str = "norm",
+        alpha: float = 3e-5,
+        beta: float = 3e-6,
+        mask_ratio: float = 0.5,
+        ce_weight: float = 1.0,
+        kd_weight: float = 0.0,
+        temperature: float = 1.0,
+        probe_size: int = 32,
+        **kwargs: Any,
+    ) -> None:
+        if not 0.0 < mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must lie in (0, 1), got {mask_ratio}")
+        layers = [*shallow_layers, deep_layer]
+        super().__init__(student, teacher, layers, layers, ce_weight=ce_weight, kd_weight=kd_weight,
+                         temperature=temperature, probe_size=probe_size, **kwargs)
+        self.student_prefix = int(getattr(self.student, "num_prefix_tokens", 0))
+        self.teacher_prefix = int(getattr(self.teacher, "num_prefix_tokens", 0))
+        shapes = {"student": (self.student_shapes, self.student_prefix),
+                  "teacher": (self.teacher_shapes, self.teacher_prefix)}
+        for name, (found, prefix) in shapes.items():
+            if any(len(shape) != 2 or shape[0] <= prefix for shape in found):
+                raise ValueError(
+                    f"ViTKD reads token sequences (tokens, dim) of ViT layers {layers}; the {name} "
+                    f"({type(getattr(self, name)).__name__}) gives {found}. Use timm vision transformers (DeiT, "
+                    "ViT) for both networks, or name layers whose outputs are token sequences.")
+        student_tokens = [shape[0] - self.student_prefix for shape in self.student_shapes]
+        teacher_tokens = [shape[0] - self.teacher_prefix for shape in self.teacher_shapes]
+        if student_tokens != teacher_tokens:
+            raise ValueError(f"ViTKD compares patch tokens one to one, but the student has {student_tokens} and the "
+                             f"teacher {teacher_tokens} per layer. Give both the same patch grid (patch size and "
+                             "input size).")
+        student_dim, teacher_dim = self.student_shapes[0][1], self.teacher_shapes[0][1]
+        self.mimic = ViTKDMimic(student_dim, teacher_dim, num_layers=len(shallow_layers))
+        self.generation = ViTKDGeneration(self.student_shapes[-1][1], self.teacher_shapes[-1][1])
+        self.alpha, self.beta, self.mask_ratio = alpha, beta, mask_ratio
+        self._mask_seed: int | None = None
+        self._mask_batches = 0
+        self._generators: dict[torch.device, torch.Generator] = {}
+
+    def trainable_modules(self) -> dict[str, nn.Module]:
+        return {"student": self.student, "mimic": self.mimic, "generation": self.generation}
+
+    def next_mask(self, batch: int, num_tokens: int, device: torch.device) -> Tensor:
+        """This batch's ``(batch, tokens)`` mask (true: masked), from the run's seed, the rank and the
+        number of batches drawn so far (checkpointed)."""
+        if self._mask_seed is None:
+            self._mask_seed = base_seed()
+        if device not in self._generators:
+            self._generators[device] = torch.Generator(device=device)
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        generator = self._generators[device]
+        generator.manual_seed(mix_seed(self._mask_seed, rank, self._mask_batches))
+        self._mask_batches += 1
+        return random_token_mask(batch, num_tokens, self.mask_ratio, generator, device)
+
+    def feature_terms(self, student_features: list[Tensor], teacher_features: list[Tensor], batch: KDBatch,
+                      student_logits: Tensor, teacher_logits: Tensor) -> dict[str, tuple[float, Tensor]]:
+        student_patches = [feature[:, self.student_prefix:] for feature in student_features]
+        teacher_patches = [feature[:, self.teacher_prefix:] for feature in teacher_features]
+        mimicked = self.mimic(torch.stack(student_patches[:-1], dim=1))
+        shallow_target = torch.stack(teacher_patches[:-1], dim=1)
+        deep, deep_target = student_patches[-1], teacher_patches[-1]
+        mask = self.next_mask(deep.shape[0], deep.shape[1], deep.device)
+        generated = self.generation(deep, mask)
+        return {"mimic": (self.alpha, vitkd_mimic_loss(mimicked, shallow_target)),
+                "generation": (self.beta, vitkd_generation_loss(generated, deep_target, mask, self.mask_ratio))}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Generators cannot be pickled (ddp_spawn); they are reseeded before every draw anyway.
+        state = dict(super().__getstate__())
+        state["_generators"] = {}
+        return state
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["lit_kd"]["vitkd_masks"] = {"seed": self._mask_seed, "batches": self._mask_batches}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        state = checkpoint.get("lit_kd", {}).get("vitkd_masks")
+        if state:
+            self._mask_seed = state.get("seed")
+            self._mask_batches = int(state.get("batches", 0))
