@@ -184,6 +184,7 @@ class StagedFeatureDistillation(FeatureDistillation):
         self._catch_up_scheduler(self.current_epoch)
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         # Ready for the next epoch (and for what LearningRateMonitor logs at its start).
         self._catch_up_scheduler(self.current_epoch + 1)
 
