@@ -338,8 +338,7 @@ def test_resume_across_the_stage_boundary_equals_an_uninterrupted_run(tmp_path):
     assert trainer.global_step == 6
     full_lr = [o.param_groups[0]["lr"] for o in trainer.optimizers]
     assert full_lr == pytest.approx([0.005, 0.05])  # the main schedule decayed once, in its second epoch
-    # Step checkpoints inside epochs; the end of the paraphraser stage as an end-of-epoch checkpoint
-    # (a step checkpoint taken at an epoch's last batch does not resume exactly, for any method).
+    # Step checkpoints inside epochs; the end of the paraphraser stage as an end-of-epoch checkpoint.
     steps = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1)
     epochs = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="end-{epoch}", save_top_k=-1,
                              save_on_train_epoch_end=True)

@@ -7,6 +7,7 @@ import warnings
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
 
 from lit_kd import KD, FitNet, ModelSpec, Supervised
@@ -97,6 +98,31 @@ def test_checkpoint_without_teacher_and_resume_equals_uninterrupted(tmp_path):
     resumed, _ = run(2, ckpt_path=str(ckpt), root=tmp_path / "resumed")
     for key, value in snapshot(full.student).items():
         assert torch.allclose(value.float(), snapshot(resumed.student)[key].float(), atol=1e-6), key
+
+
+@pytest.mark.parametrize("limit", [2, None], ids=["limit_train_batches", "whole_epoch"])
+def test_step_checkpoint_at_an_epochs_last_batch_resumes_exactly(tmp_path, limit):
+    """A step checkpoint written after an epoch's last batch (before its end-of-epoch hooks) resumes
+    into the next epoch's own order, from its first batch: Lightning creates that iterator before it
+    sets the sampler's epoch, and a loader that kept the saved epoch would replay it."""
+    def run(root, callbacks=(), ckpt_path=None):
+        L.seed_everything(0)
+        module = kd_module()
+        trainer = tiny_trainer(root, max_epochs=3, limit_train_batches=limit, limit_val_batches=0,
+                               enable_checkpointing=True, callbacks=list(callbacks))
+        trainer.fit(module, datamodule=digits(batch_size=256), ckpt_path=ckpt_path)
+        return module, trainer
+
+    saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_top_k=-1)
+    full, trainer = run(tmp_path / "full", [saver])
+    per_epoch = trainer.global_step // 3
+    for epoch in (0, 1):
+        ckpt = tmp_path / "ckpt" / f"epoch={epoch}-step={per_epoch * (epoch + 1)}.ckpt"
+        assert ckpt.exists(), sorted(p.name for p in (tmp_path / "ckpt").iterdir())
+        resumed, trainer = run(tmp_path / f"resumed{epoch}", ckpt_path=str(ckpt))
+        assert trainer.global_step == 3 * per_epoch
+        for key, value in snapshot(full.student).items():
+            assert torch.equal(value, snapshot(resumed.student)[key]), (epoch, key)
 
 
 def test_store_teacher_option_and_load_from_checkpoint(tmp_path):

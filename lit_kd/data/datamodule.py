@@ -372,10 +372,24 @@ class KDDataModule(L.LightningDataModule):
             sampler = self._train_sampler = EpochShuffleSampler(dataset, seed=self.data_seed)
         kwargs: dict[str, Any] = dict(batch_size=batch_size, sampler=sampler, drop_last=False,
                                       pin_memory=torch.cuda.is_available())
-        loader_class = ResumableDataLoader if train else DataLoader
+        loader_class = DataLoader
+        if train:
+            loader_class = ResumableDataLoader
+            kwargs["epoch_batches"] = self._train_batches_per_epoch
         if isinstance(dataset, InMemoryImageDataset):
             return loader_class(dataset, collate_fn=passthrough_collate, num_workers=0, **kwargs)
         return loader_class(dataset, num_workers=self.num_workers, persistent_workers=self.num_workers > 0, **kwargs)
+
+    def _train_batches_per_epoch(self, length: int) -> int:
+        """The batches a fit runs per epoch from a training loader of ``length`` batches (the
+        Trainer's ``limit_train_batches``: an integer is a count, a float a fraction)."""
+        trainer = self.trainer
+        limit = getattr(trainer, "limit_train_batches", None) if trainer is not None else None
+        if limit is None:
+            return length
+        if isinstance(limit, int):
+            return min(length, limit)
+        return int(length * limit)
 
     def train_dataloader(self) -> DataLoader | dict[str, DataLoader]:
         """Shuffled training split (without the held-out part); with ``meta_split > 0`` a dict

@@ -4,7 +4,7 @@ mid-epoch exactly where a checkpoint left it."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -104,8 +104,11 @@ class ResumableDataLoader(DataLoader):
     seeds, a run resumed from a mid-epoch checkpoint equals an uninterrupted one.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, epoch_batches: Callable[[int], int] | None = None, **kwargs: Any) -> None:
+        """``epoch_batches``: maps the loader's length to the batches the Trainer runs per epoch
+        (``limit_train_batches``); default: the whole loader."""
         self._skip = 0  # batches the next iteration skips (set by a mid-epoch resume); read by _index_sampler
+        self.epoch_batches = epoch_batches
         super().__init__(*args, **kwargs)
         self._yielded = 0
 
@@ -134,10 +137,17 @@ class ResumableDataLoader(DataLoader):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         epoch, batches = state_dict.get("epoch"), int(state_dict.get("batches", 0))
-        if not 0 < batches < len(self):
-            return  # saved at an epoch boundary: the next epoch starts from its first batch
-        # Lightning may create the resumed epoch's iterator before it sets the sampler's epoch:
-        # select the saved epoch's order here.
+        if batches <= 0:
+            return
+        # Lightning creates the resumed run's first iterator (and prefetches from it) before it sets
+        # the sampler's epoch, so the order is selected here.
+        per_epoch = self.epoch_batches(len(self)) if self.epoch_batches is not None else len(self)
+        if batches >= per_epoch:
+            # Saved after the epoch's last batch (a step checkpoint): Lightning closes that epoch
+            # without iterating, and this first iterator serves the next epoch, from its start.
+            if epoch is not None and hasattr(self.sampler, "set_epoch"):
+                self.sampler.set_epoch(epoch + 1)
+            return
         if epoch is not None and hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
         self._skip = batches
