@@ -22,7 +22,7 @@ from lit_kd.contract import DataContractError, KDBatch
 from lit_kd.losses import dmae_feature_loss, mae_reconstruction_loss
 from lit_kd.methods.base import DistillationModule, weighted_sum
 from lit_kd.models import ModelSpec
-from lit_kd.seeding import base_seed, mix_seed
+from lit_kd.seeding import SeededDraws
 
 __all__ = ["DMAE", "DMAEProjector", "MAEDecoder", "encode_visible", "random_visible_indices", "gather_tokens",
            "sincos_position_embedding"]
@@ -307,9 +307,7 @@ class DMAE(DistillationModule):
         self.mask_ratio, self.distance, self.normalize_target = mask_ratio, distance, normalize_target
         self.feature_weight, self.reconstruction_weight = feature_weight, reconstruction_weight
         self.ce_weight = ce_weight
-        self._mask_seed: int | None = None
-        self._mask_batches = 0
-        self._generators: dict[torch.device, torch.Generator] = {}
+        self.mask_draws = SeededDraws()
 
     def trainable_modules(self) -> dict[str, nn.Module]:
         parts = {"student": self.student, "projectors": self.projectors}
@@ -318,14 +316,8 @@ class DMAE(DistillationModule):
     def next_visible(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor]:
         """This batch's ``(visible_index, mask)``, from the run's seed, the rank and the batches seen
         (checkpointed: a resumed run draws the same masks)."""
-        if self._mask_seed is None:
-            self._mask_seed = base_seed()
-        if device not in self._generators:
-            self._generators[device] = torch.Generator(device=device)
         rank = self.trainer.global_rank if self._trainer is not None else 0
-        generator = self._generators[device]
-        generator.manual_seed(mix_seed(self._mask_seed, rank, self._mask_batches))
-        self._mask_batches += 1
+        generator = self.mask_draws.next(device, rank)
         return random_visible_indices(batch, self.num_patches, self.mask_ratio, generator, device)
 
     def training_losses(self, batch: KDBatch) -> tuple[Tensor, dict[str, Tensor]]:
@@ -355,19 +347,12 @@ class DMAE(DistillationModule):
             terms["ce"] = (self.ce_weight, self.cross_entropy(logits, batch.target))
         return logits, weighted_sum(**terms)
 
-    def __getstate__(self) -> dict[str, Any]:
-        # Generators cannot be pickled (ddp_spawn); they are reseeded before every draw anyway.
-        state = dict(super().__getstate__())
-        state["_generators"] = {}
-        return state
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["lit_kd"]["dmae_masks"] = {"seed": self._mask_seed, "batches": self._mask_batches}
+        checkpoint["lit_kd"]["dmae_masks"] = self.mask_draws.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("lit_kd", {}).get("dmae_masks")
         if state:
-            self._mask_seed = state.get("seed")
-            self._mask_batches = int(state.get("batches", 0))
+            self.mask_draws.load_state_dict(state)

@@ -21,7 +21,7 @@ from lit_kd.contract import KDBatch
 from lit_kd.losses import vitkd_generation_loss, vitkd_mimic_loss
 from lit_kd.methods.feature import FeatureDistillation
 from lit_kd.models import ModelSpec
-from lit_kd.seeding import base_seed, mix_seed
+from lit_kd.seeding import SeededDraws
 
 __all__ = ["ViTKD", "ViTKDMimic", "ViTKDGeneration", "random_token_mask"]
 
@@ -178,9 +178,7 @@ class ViTKD(FeatureDistillation):
         self.mimic = ViTKDMimic(student_dim, teacher_dim, num_layers=len(shallow_layers))
         self.generation = ViTKDGeneration(self.student_shapes[-1][1], self.teacher_shapes[-1][1])
         self.alpha, self.beta, self.mask_ratio = alpha, beta, mask_ratio
-        self._mask_seed: int | None = None
-        self._mask_batches = 0
-        self._generators: dict[torch.device, torch.Generator] = {}
+        self.mask_draws = SeededDraws()
 
     def trainable_modules(self) -> dict[str, nn.Module]:
         return {"student": self.student, "mimic": self.mimic, "generation": self.generation}
@@ -188,14 +186,8 @@ class ViTKD(FeatureDistillation):
     def next_mask(self, batch: int, num_tokens: int, device: torch.device) -> Tensor:
         """This batch's ``(batch, tokens)`` mask (true: masked), from the run's seed, the rank and the
         number of batches drawn so far (checkpointed)."""
-        if self._mask_seed is None:
-            self._mask_seed = base_seed()
-        if device not in self._generators:
-            self._generators[device] = torch.Generator(device=device)
         rank = self.trainer.global_rank if self._trainer is not None else 0
-        generator = self._generators[device]
-        generator.manual_seed(mix_seed(self._mask_seed, rank, self._mask_batches))
-        self._mask_batches += 1
+        generator = self.mask_draws.next(device, rank)
         return random_token_mask(batch, num_tokens, self.mask_ratio, generator, device)
 
     def feature_terms(self, student_features: list[Tensor], teacher_features: list[Tensor], batch: KDBatch,
@@ -210,19 +202,12 @@ class ViTKD(FeatureDistillation):
         return {"mimic": (self.alpha, vitkd_mimic_loss(mimicked, shallow_target)),
                 "generation": (self.beta, vitkd_generation_loss(generated, deep_target, mask, self.mask_ratio))}
 
-    def __getstate__(self) -> dict[str, Any]:
-        # Generators cannot be pickled (ddp_spawn); they are reseeded before every draw anyway.
-        state = dict(super().__getstate__())
-        state["_generators"] = {}
-        return state
-
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["lit_kd"]["vitkd_masks"] = {"seed": self._mask_seed, "batches": self._mask_batches}
+        checkpoint["lit_kd"]["vitkd_masks"] = self.mask_draws.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("lit_kd", {}).get("vitkd_masks")
         if state:
-            self._mask_seed = state.get("seed")
-            self._mask_batches = int(state.get("batches", 0))
+            self.mask_draws.load_state_dict(state)
