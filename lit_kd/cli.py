@@ -19,6 +19,8 @@ What lit-kd adds to a plain LightningCLI:
   alone silently replaces the config with the checkpoint's settings);
 * integer ``limit_*_batches`` / ``overfit_batches`` mean batches (jsonargparse reads ``1`` as ``1.0``,
   i.e. all batches);
+* W&B without credentials (no ``WANDB_API_KEY``, no ``wandb login``) logs offline instead of asking
+  for a key (:mod:`lit_kd.wandb_mode`); ``wandb sync`` uploads the run later;
 * errors in what the user gave (a checkpoint, a temperature, a split, a method name) are printed as
   one plain message with exit code 2 (``LIT_KD_TRACEBACK=1`` shows the full traceback).
 """
@@ -293,6 +295,9 @@ def main(args: Sequence[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(top_level_help())
         raise SystemExit(0 if argv else 2)
+    from lit_kd.wandb_mode import offline_unless_logged_in
+
+    offline_unless_logged_in()  # a WandbLogger without an account logs offline instead of prompting
     try:
         if argv[0] == "export":
             raise SystemExit(export_main(argv[1:]))
