@@ -225,3 +225,23 @@ def test_bad_data_path_fails_before_training_with_the_fix(tmp_path, monkeypatch,
         main(["fit", "--config", config, *TINY, "--data.init_args.data_dir", str(tmp_path / "missing")])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "FileNotFoundError: CIFAR-10 not found" in err and "data_dir" in err
+
+
+def test_distillation_configs_turn_the_diagnostics_on():
+    """Every config (chains too) of a method with a frozen teacher lists DistillationDiagnostics."""
+    import yaml
+
+    import lit_kd.methods
+    from lit_kd.methods.base import DistillationModule
+
+    missing = []
+    for path in sorted((REPO / "configs").rglob("*.yaml")):
+        config = yaml.safe_load(path.read_text()) or {}
+        class_path = (config.get("model") or {}).get("class_path", "")
+        method = getattr(lit_kd.methods, class_path.rsplit(".", 1)[-1], None)
+        if method is None or not issubclass(method, DistillationModule):
+            continue
+        callbacks = [c.get("class_path") for c in (config.get("trainer") or {}).get("callbacks") or []]
+        if "lit_kd.callbacks.DistillationDiagnostics" not in callbacks:
+            missing.append(str(path.relative_to(REPO)))
+    assert not missing, f"configs without DistillationDiagnostics: {missing}"
