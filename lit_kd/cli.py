@@ -1,4 +1,5 @@
-"""The ``lit-kd`` command: LightningCLI (fit / validate / test / predict) plus ``export``, ``prepare`` and ``chain``.
+"""The ``lit-kd`` command: LightningCLI (fit / validate / test / predict) plus ``export``, ``prepare``, ``chain`` and
+``dashboard``.
 
 Examples::
 
@@ -8,6 +9,7 @@ Examples::
     lit-kd export --ckpt runs/kd/checkpoints/last.ckpt --out student.safetensors
     lit-kd prepare flowers102 --out ~/.cache/lit_kd/flowers102
     lit-kd chain --config configs/chains/takd_cifar10_resnet56_a_resnet20_a_resnet8.yaml
+    lit-kd dashboard --entity me --project lit_kd --method KD
 
 What lit-kd adds to a plain LightningCLI:
 
@@ -48,6 +50,7 @@ SUBCOMMANDS = {
     "export": "write the student of a checkpoint as a standalone .safetensors/.pth file",
     "prepare": "download a small public data set and write it as image folders",
     "chain": "run (or resume) a multi-step distillation chain teacher -> assistants -> student",
+    "dashboard": "build (and save) a W&B workspace laid out for distillation runs",
 }
 # Trainer arguments whose int means "batches" and whose float means "fraction of the loader".
 INT_MEANS_BATCHES = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches",
@@ -305,6 +308,10 @@ def main(args: Sequence[str] | None = None) -> None:
             raise SystemExit(prepare_main(argv[1:]))
         if argv[0] == "chain":
             raise SystemExit(chain_main(argv[1:]))
+        if argv[0] == "dashboard":
+            from lit_kd.dashboard import dashboard_main
+
+            raise SystemExit(dashboard_main(argv[1:]))
         if argv[0] not in SUBCOMMANDS:
             print(f"lit-kd: error: unknown command {argv[0]!r}\n\n{top_level_help()}", file=sys.stderr)
             raise SystemExit(2)

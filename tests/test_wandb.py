@@ -56,3 +56,88 @@ def test_cli_with_the_wandb_overlay_runs_offline_without_asking(no_wandb_account
         wandb.finish()
     runs = list((no_wandb_account / "runs" / "wandb" / "wandb").glob("offline-run-*"))
     assert runs and list(runs[0].glob("run-*.wandb"))
+
+
+@pytest.fixture(scope="module")
+def offline_kd_run(tmp_path_factory):
+    """A real offline W&B run of KD (one short epoch) with the callbacks of the configs: its run folder."""
+    wandb = pytest.importorskip("wandb")
+    import os
+
+    import torch
+    from lightning.pytorch.callbacks import LearningRateMonitor
+    from lightning.pytorch.loggers import WandbLogger
+
+    from lit_kd import KD, ModelSpec
+    from lit_kd.callbacks import DistillationDiagnostics, ImagesPerSecond, RunSummary
+    from tests.helpers import digits, tiny_trainer
+
+    folder = tmp_path_factory.mktemp("wandb_kd")
+    saved = {name: os.environ.get(name) for name in ("WANDB_MODE", "WANDB_SILENT")}
+    os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true")
+    try:
+        torch.manual_seed(0)
+        module = KD(ModelSpec("resnet8", num_classes=10), ModelSpec("resnet8", num_classes=10), check_teacher=False)
+        logger = WandbLogger(project="lit_kd_test", save_dir=str(folder), offline=True)
+        callbacks = [DistillationDiagnostics(grid_images=4), RunSummary(dirpath=str(folder)), ImagesPerSecond(window=1),
+                     LearningRateMonitor()]
+        trainer = tiny_trainer(folder, logger=logger, callbacks=callbacks, limit_train_batches=3, limit_val_batches=1,
+                               log_every_n_steps=1)
+        trainer.fit(module, datamodule=digits())
+        logger.experiment.finish()
+    finally:
+        wandb.finish()
+        wandb.teardown()  # waits until the service has written the whole run file
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return next((folder / "wandb").glob("offline-run-*"))
+
+
+def test_offline_kd_run_history_holds_every_diagnostic(offline_kd_run):
+    from lit_kd import metric_names as names
+    from tests.helpers import wandb_logged_keys
+
+    history = wandb_logged_keys(offline_kd_run)["history"]
+    for name in (names.AGREEMENT, names.KL, names.ACC, names.TEACHER_ACC, names.ACC_GAP, names.ECE,
+                 names.TEACHER_ECE, names.CLASS_GAP, names.CLASS_GAP_PLOT, names.RELIABILITY, names.DISAGREEMENTS):
+        assert names.key(name, "val") in history, name
+
+
+def test_dashboard_shows_only_keys_an_offline_kd_run_logged(offline_kd_run):
+    pytest.importorskip("wandb_workspaces")
+    import re
+
+    from lit_kd.dashboard import build_workspace, panel_keys
+    from tests.helpers import wandb_logged_keys
+
+    logged = wandb_logged_keys(offline_kd_run)
+    keys = panel_keys(build_workspace("entity", "project", method="KD"))
+    assert {"image", "table", "line", "regex", "summary"} <= set(keys.values())
+    missing = []
+    for key, kind in keys.items():
+        if kind == "regex":
+            found = any(re.search(key, logged_key) for logged_key in logged["history"])
+        else:
+            found = key in logged["summary" if kind == "summary" else "history"]
+        if not found:
+            missing.append(f"{kind} {key}")
+    assert not missing, f"panels whose key the run never logged: {missing}"
+
+
+def test_method_and_chain_dashboards(capsys):
+    pytest.importorskip("wandb_workspaces")
+    from lit_kd.cli import main
+    from lit_kd.dashboard import build_workspace, panel_keys
+
+    amd = panel_keys(build_workspace("e", "p", method="AMDSearch"))
+    assert amd["amd/candidates_plot"] == "image" and "amd/candidates" in amd
+    assert "amd/candidates" not in panel_keys(build_workspace("e", "p", method="KD"))
+    assert "val/ece" not in panel_keys(build_workspace("e", "p", method="Supervised", distillation=False))
+    chain = build_workspace("e", "p", chain="takd")
+    assert chain.sections[0].name.startswith("Chain takd") and "takd" in str(chain.runset_settings.filters)
+    with pytest.raises(SystemExit) as exit_code:
+        main(["dashboard", "--entity", "e", "--project", "p", "--method", "DistPro", "--dry-run"])
+    assert exit_code.value.code == 0 and "distpro/final_weights" in capsys.readouterr().out

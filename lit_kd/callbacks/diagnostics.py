@@ -121,7 +121,7 @@ class DistillationDiagnostics(L.Callback):
                 names.CLASS_GAP_PLOT: plot_class_gap(rows, folder / f"{file_stem(names.key(names.CLASS_GAP_PLOT, split))}.png"),
                 names.RELIABILITY: plot_reliability(state.reliability(), folder / f"{file_stem(names.key(names.RELIABILITY, split))}.png"),
             }
-            if state.examples:
+            if self.grid_images:  # drawn also when there are none, so the panel says so instead of staying empty
                 pictures[names.DISAGREEMENTS] = plot_disagreements(
                     state.examples, classes, folder / f"{file_stem(names.key(names.DISAGREEMENTS, split))}.png")
         except ImportError:  # matplotlib is optional: the scalars and the table still say it all
@@ -146,9 +146,10 @@ class _SplitState:
         self.count.index_add_(0, target, ones)
         for row, logits in enumerate((student, teacher)):
             confidence, prediction = logits.softmax(-1).max(-1)
+            confidence = confidence.nan_to_num(0.0)  # a diverged network must not break the diagnostics
             hit = (prediction == target).to(self.count.dtype)
             self.correct[row].index_add_(0, target, hit)
-            bin_index = (confidence * self.bins).long().clamp_(max=self.bins - 1)
+            bin_index = (confidence * self.bins).long().clamp_(0, self.bins - 1)
             for column, value in enumerate((ones, confidence, hit)):
                 self.calibration[row, column].index_add_(0, bin_index, value)
 
@@ -232,10 +233,15 @@ def plot_class_gap(rows: list[dict[str, Any]], path: Path) -> Path:
 
 def plot_disagreements(examples: list[tuple[Tensor, int, int, int]], classes: tuple[str, ...] | None,
                        path: Path) -> Path:
-    """A grid of images with label, teacher and student prediction."""
+    """A grid of images with label, teacher and student prediction (a note when there are none)."""
     def name(index: int) -> str:
         return classes[index] if classes and index < len(classes) else str(index)
 
+    if not examples:
+        figure = _figure(3, 1)
+        figure.text(0.5, 0.5, "teacher and student agree\non every image looked at", ha="center", va="center")
+        figure.savefig(path)
+        return path
     columns = min(len(examples), 8)
     rows = (len(examples) + columns - 1) // columns
     figure = _figure(1.6 * columns, 1.9 * rows)
