@@ -16,9 +16,11 @@ import lit_kd  # noqa: F401
 from lit_kd.cli import main
 from tests.helpers import REPO, SHARED_DATA
 
-# Chain configs (top-level `steps:`) run through `lit-kd chain` in their own tests; presets are overlays.
+# Chain configs (top-level `steps:`) run through `lit-kd chain` in their own tests; presets are overlays;
+# sweeps are W&B sweep configs (tests/test_wandb.py).
 CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml")
-                 if p.name != "wandb.yaml" and p.parent.name != "presets" and "\nsteps:" not in p.read_text())
+                 if p.name != "wandb.yaml" and p.parent.name not in ("presets", "sweeps")
+                 and "\nsteps:" not in p.read_text())
 PRESETS = sorted((REPO / "configs").rglob("presets/*.yaml"))
 TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
         "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",

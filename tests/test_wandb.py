@@ -141,3 +141,62 @@ def test_method_and_chain_dashboards(capsys):
     with pytest.raises(SystemExit) as exit_code:
         main(["dashboard", "--entity", "e", "--project", "p", "--method", "DistPro", "--dry-run"])
     assert exit_code.value.code == 0 and "distpro/final_weights" in capsys.readouterr().out
+
+
+SWEEPS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
+
+
+def agent_command(sweep: dict) -> list[str]:
+    """The command line `wandb agent` runs for one trial: ``command`` with ``${program}`` and ``${args}``
+    (``--name=value`` per parameter, here each parameter's first value or lower bound) filled in."""
+    def sample(spec: dict) -> object:
+        return spec["values"][0] if "values" in spec else spec.get("value", spec.get("min"))
+
+    args = [f"--{name}={sample(spec)}" for name, spec in sweep["parameters"].items()]
+    command = []
+    for token in sweep["command"]:
+        if token == "${args}":
+            command += args
+        elif token == "${program}":
+            command.append(sweep["program"])
+        else:
+            command.append(token)
+    return command
+
+
+@pytest.mark.parametrize("sweep_path", SWEEPS, ids=lambda p: p.stem)
+def test_sweep_trial_command_is_accepted_by_lit_kd_fit(sweep_path, no_wandb_account, monkeypatch):
+    """What a sweep agent would run parses and trains a few steps (offline), with the trial's values."""
+    wandb = pytest.importorskip("wandb")
+    import yaml
+
+    from lit_kd.cli import main
+    from tests.test_cli import TINY, write_fake_cifar
+
+    sweep = yaml.safe_load(sweep_path.read_text())
+    assert sweep["metric"]["name"] == "val/acc"
+    command = agent_command(sweep)
+    assert command[:2] == ["lit-kd", "fit"]
+    # the agent runs from the repository root: its config paths are relative to it
+    args = [str(REPO / a) if a.startswith("configs/") else a for a in command[2:]]
+    monkeypatch.chdir(no_wandb_account)
+    # tiny stand-ins for the data and the networks: the trial's own arguments are what is checked
+    import timm
+    import torch
+
+    data = write_fake_cifar(no_wandb_account / "data", 100)
+    teacher = no_wandb_account / "teacher.pth"
+    torch.save(timm.create_model("resnet8", num_classes=100).state_dict(), teacher)
+    small = ["--data.init_args.data_dir", str(data), "--data.init_args.batch_size", "16",
+             "--model.init_args.teacher.name", "resnet8", "--model.init_args.teacher.checkpoint", str(teacher),
+             "--model.init_args.student.name", "resnet8"]
+    try:
+        main(["fit", *args, *TINY, *small])
+    finally:
+        wandb.finish()
+    assert list(no_wandb_account.rglob("offline-run-*"))
+    saved = [yaml.safe_load(p.read_text()) for p in no_wandb_account.rglob("config.yaml")]  # LightningCLI's record
+    assert saved, "LightningCLI saved no config.yaml"
+    for name, spec in sweep["parameters"].items():  # the trial's values reached the method
+        value = spec["values"][0] if "values" in spec else spec["min"]
+        assert saved[0]["model"]["init_args"][name.split(".")[-1]] == pytest.approx(value), name
