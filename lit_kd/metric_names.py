@@ -17,8 +17,7 @@ __all__ = ["Metric", "REGISTRY", "key", "metrics_in", "SECTIONS",
            "ACC", "ACC_TOP5", "LOSS", "TEACHER_ACC", "ACC_GAP", "AGREEMENT", "KL", "ECE", "TEACHER_ECE",
            "RELIABILITY", "CLASS_GAP", "CLASS_GAP_PLOT", "DISAGREEMENTS", "TRAIN_LOSS", "TRAIN_ACC",
            "IMAGES_PER_SEC", "LOSS_TERMS", "LEARNING_RATE", "SUMMARY_LAST_VAL", "SUMMARY_BEST_VAL",
-           "SUMMARY_TEST_AT_BEST_VAL", "SUMMARY_BEST_TEST", "SUMMARY_FINAL_TEST", "FM_VIEWS", "FM_AGREEMENT",
-           "AMD_CANDIDATES", "AMD_CANDIDATES_PLOT", "DISTPRO_PROCESS", "DISTPRO_ALPHA", "DISTPRO_FINAL_WEIGHTS"]
+           "SUMMARY_TEST_AT_BEST_VAL", "SUMMARY_BEST_TEST", "SUMMARY_FINAL_TEST", "AMD_CANDIDATES", "AMD_CANDIDATES_PLOT", "DISTPRO_PROCESS", "DISTPRO_ALPHA", "DISTPRO_FINAL_WEIGHTS"]
 
 # ---------------------------------------------------------------- per validation split ({split}/...)
 ACC = "{split}/acc"  # StudentModule: the student's top-1 accuracy
@@ -50,8 +49,6 @@ SUMMARY_BEST_TEST = "summary/best_test_acc"
 SUMMARY_FINAL_TEST = "summary/final_test_acc"
 
 # ---------------------------------------------------------------- method pictures and tables
-FM_VIEWS = "function_matching/views"  # FunctionMatchingReport: the mixed views fed to both networks (image)
-FM_AGREEMENT = "train/agreement"  # FunctionMatching: teacher agreement on the training views, per step
 AMD_CANDIDATES = "amd/candidates"  # AMDReport (table)
 AMD_CANDIDATES_PLOT = "amd/candidates_plot"  # AMDReport: accuracy vs scale, chosen TA marked (image)
 DISTPRO_PROCESS = "distpro/process"  # DistProReport: the α trajectory of every pathway (image)
@@ -115,10 +112,6 @@ REGISTRY: tuple[Metric, ...] = (
     Metric(SUMMARY_BEST_VAL, "summary", "Runs", "best val acc", "RunSummary"),
     Metric(SUMMARY_TEST_AT_BEST_VAL, "summary", "Runs", "test acc at best val", "RunSummary"),
     Metric(SUMMARY_BEST_TEST, "summary", "Runs", "best test acc (optimistic)", "RunSummary"),
-    Metric(FM_VIEWS, "image", "Method", "views fed to teacher and student", "FunctionMatchingReport",
-           methods=("FunctionMatching",)),
-    Metric(FM_AGREEMENT, "scalar", "Method", "teacher agreement on the training views", "FunctionMatching",
-           methods=("FunctionMatching",)),
     Metric(AMD_CANDIDATES_PLOT, "image", "Method", "AMD candidates: accuracy vs scale", "AMDReport",
            methods=("AMDSearch",)),
     Metric(AMD_CANDIDATES, "table", "Method", "AMD candidates", "AMDReport", methods=("AMDSearch",)),
