@@ -19,9 +19,9 @@ from lit_kd import metric_names as names
 
 __all__ = ["build_workspace", "panel_keys", "dashboard_main"]
 
-_SECTION_TITLES = {"Accuracy": "Accuracy (student, teacher, gap)", "Losses": "Losses", "Diagnostics": "Diagnostics",
-                   "Pictures": "Teacher vs student pictures", "Throughput and learning rate": "Throughput and learning rate",
-                   "Method": "Method pictures"}
+_SECTION_TITLES = {"Accuracy": "Accuracy (student, teacher, gap)", "Losses": "Losses",
+                   "Diagnostics": "Diagnostics", "Pictures": "Teacher vs student pictures",
+                   "Throughput and learning rate": "Throughput and learning rate", "Method": "Method pictures"}
 
 
 def _workspaces() -> tuple[Any, Any, Any]:
@@ -30,7 +30,8 @@ def _workspaces() -> tuple[Any, Any, Any]:
         import wandb_workspaces.workspaces as workspaces
         from wandb_workspaces import expr
     except ImportError as err:
-        raise ImportError("lit-kd dashboard needs the wandb-workspaces library: pip install 'lit-kd[dashboard]'") from err
+        raise ImportError("lit-kd dashboard needs the wandb-workspaces library: "
+                          "pip install 'lit-kd[dashboard]'") from err
     return workspaces, reports, expr
 
 

@@ -17,7 +17,8 @@ __all__ = ["Metric", "REGISTRY", "key", "metrics_in", "SECTIONS",
            "ACC", "ACC_TOP5", "LOSS", "TEACHER_ACC", "ACC_GAP", "AGREEMENT", "KL", "ECE", "TEACHER_ECE",
            "RELIABILITY", "CLASS_GAP", "CLASS_GAP_PLOT", "DISAGREEMENTS", "TRAIN_LOSS", "TRAIN_ACC",
            "IMAGES_PER_SEC", "LOSS_TERMS", "LEARNING_RATE", "SUMMARY_LAST_VAL", "SUMMARY_BEST_VAL",
-           "SUMMARY_TEST_AT_BEST_VAL", "SUMMARY_BEST_TEST", "SUMMARY_FINAL_TEST", "AMD_CANDIDATES", "AMD_CANDIDATES_PLOT", "DISTPRO_PROCESS", "DISTPRO_ALPHA", "DISTPRO_FINAL_WEIGHTS"]
+           "SUMMARY_TEST_AT_BEST_VAL", "SUMMARY_BEST_TEST", "SUMMARY_FINAL_TEST", "AMD_CANDIDATES",
+           "AMD_CANDIDATES_PLOT", "DISTPRO_PROCESS", "DISTPRO_ALPHA", "DISTPRO_FINAL_WEIGHTS"]
 
 # ---------------------------------------------------------------- per validation split ({split}/...)
 ACC = "{split}/acc"  # StudentModule: the student's top-1 accuracy

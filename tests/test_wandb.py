@@ -200,3 +200,13 @@ def test_sweep_trial_command_is_accepted_by_lit_kd_fit(sweep_path, no_wandb_acco
     for name, spec in sweep["parameters"].items():  # the trial's values reached the method
         value = spec["values"][0] if "values" in spec else spec["min"]
         assert saved[0]["model"]["init_args"][name.split(".")[-1]] == pytest.approx(value), name
+
+
+def test_readme_describes_every_registered_name():
+    from lit_kd import metric_names as names
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Seeing what happens"):readme.index("## Configs")]
+    missing = [m.at("val") for m in names.REGISTRY if not m.regex and f"`{m.at('val')}`" not in section]
+    assert not missing, f"not described in the README's 'Seeing what happens': {missing}"
+    assert "wandb sync" in section and "offline" in section

@@ -1,5 +1,6 @@
 """Lightning callbacks for cross-cutting work: run summaries, throughput, assistant chains, retrieval
-evaluation, teacher-student diagnostics, and the reporting helpers that methods' report callbacks use (:mod:`lit_kd.callbacks.reporting`).
+evaluation, teacher-student diagnostics,
+and the reporting helpers that methods' report callbacks use (:mod:`lit_kd.callbacks.reporting`).
 
 Imported lazily, so that ``import lit_kd.callbacks.reporting`` stays light.
 """

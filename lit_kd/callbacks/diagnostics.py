@@ -90,7 +90,8 @@ class DistillationDiagnostics(L.Callback):
         student, teacher = outputs.detach().float(), teacher.detach().float()
         state.update(student, teacher, batch.target)
         if self._drawing(trainer) and trainer.is_global_zero and len(state.examples) < self.grid_images:
-            differ = (student.argmax(-1) != teacher.argmax(-1)).nonzero().flatten()[:self.grid_images - len(state.examples)]
+            room = self.grid_images - len(state.examples)
+            differ = (student.argmax(-1) != teacher.argmax(-1)).nonzero().flatten()[:room]
             for i in differ.tolist():  # one host sync per batch, only until the grid is full
                 state.examples.append((batch.image[i].detach().float().cpu(), int(batch.target[i]),
                                        int(teacher[i].argmax()), int(student[i].argmax())))
@@ -116,14 +117,14 @@ class DistillationDiagnostics(L.Callback):
         log_table(trainer, names.key(names.CLASS_GAP, split), rows)
         folder = report_dir(trainer)
         folder.mkdir(parents=True, exist_ok=True)
+        def png(name: str) -> Path:
+            return folder / f"{file_stem(names.key(name, split))}.png"
+
         try:
-            pictures = {
-                names.CLASS_GAP_PLOT: plot_class_gap(rows, folder / f"{file_stem(names.key(names.CLASS_GAP_PLOT, split))}.png"),
-                names.RELIABILITY: plot_reliability(state.reliability(), folder / f"{file_stem(names.key(names.RELIABILITY, split))}.png"),
-            }
+            pictures = {names.CLASS_GAP_PLOT: plot_class_gap(rows, png(names.CLASS_GAP_PLOT)),
+                        names.RELIABILITY: plot_reliability(state.reliability(), png(names.RELIABILITY))}
             if self.grid_images:  # drawn also when there are none, so the panel says so instead of staying empty
-                pictures[names.DISAGREEMENTS] = plot_disagreements(
-                    state.examples, classes, folder / f"{file_stem(names.key(names.DISAGREEMENTS, split))}.png")
+                pictures[names.DISAGREEMENTS] = plot_disagreements(state.examples, classes, png(names.DISAGREEMENTS))
         except ImportError:  # matplotlib is optional: the scalars and the table still say it all
             return
         for name, path in pictures.items():
@@ -168,8 +169,9 @@ class _SplitState:
 
     def reliability(self) -> dict[str, Any]:
         counts = self.calibration[:, 0].clamp(min=1)
-        return {"confidence": (self.calibration[:, 1] / counts).cpu(), "accuracy": (self.calibration[:, 2] / counts).cpu(),
-                "count": self.calibration[:, 0].cpu(), "ece": [expected_calibration_error(self.calibration[i]) for i in range(2)]}
+        return {"confidence": (self.calibration[:, 1] / counts).cpu(),
+                "accuracy": (self.calibration[:, 2] / counts).cpu(), "count": self.calibration[:, 0].cpu(),
+                "ece": [expected_calibration_error(self.calibration[i]) for i in range(2)]}
 
     def class_rows(self, classes: tuple[str, ...] | None) -> list[dict[str, Any]]:
         """Per-class accuracy of both networks, the largest gap (teacher ahead) first."""
