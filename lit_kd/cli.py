@@ -1,4 +1,5 @@
-"""The ``lit-kd`` command: LightningCLI (fit / validate / test / predict) plus ``export``, ``prepare`` and ``chain``.
+"""The ``lit-kd`` command: LightningCLI (fit / validate / test / predict) plus ``export``, ``prepare``, ``chain`` and
+``dashboard``.
 
 Examples::
 
@@ -8,6 +9,7 @@ Examples::
     lit-kd export --ckpt runs/kd/checkpoints/last.ckpt --out student.safetensors
     lit-kd prepare flowers102 --out ~/.cache/lit_kd/flowers102
     lit-kd chain --config configs/chains/takd_cifar10_resnet56_a_resnet20_a_resnet8.yaml
+    lit-kd dashboard --entity me --project lit_kd --method KD
 
 What lit-kd adds to a plain LightningCLI:
 
@@ -19,6 +21,8 @@ What lit-kd adds to a plain LightningCLI:
   alone silently replaces the config with the checkpoint's settings);
 * integer ``limit_*_batches`` / ``overfit_batches`` mean batches (jsonargparse reads ``1`` as ``1.0``,
   i.e. all batches);
+* W&B without credentials (no ``WANDB_API_KEY``, no ``wandb login``) logs offline instead of asking
+  for a key (:mod:`lit_kd.wandb_mode`); ``wandb sync`` uploads the run later;
 * errors in what the user gave (a checkpoint, a temperature, a split, a method name) are printed as
   one plain message with exit code 2 (``LIT_KD_TRACEBACK=1`` shows the full traceback).
 """
@@ -46,6 +50,7 @@ SUBCOMMANDS = {
     "export": "write the student of a checkpoint as a standalone .safetensors/.pth file",
     "prepare": "download a small public data set and write it as image folders",
     "chain": "run (or resume) a multi-step distillation chain teacher -> assistants -> student",
+    "dashboard": "build (and save) a W&B workspace laid out for distillation runs",
 }
 # Trainer arguments whose int means "batches" and whose float means "fraction of the loader".
 INT_MEANS_BATCHES = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches",
@@ -293,6 +298,9 @@ def main(args: Sequence[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(top_level_help())
         raise SystemExit(0 if argv else 2)
+    from lit_kd.wandb_mode import offline_unless_logged_in
+
+    offline_unless_logged_in()  # a WandbLogger without an account logs offline instead of prompting
     try:
         if argv[0] == "export":
             raise SystemExit(export_main(argv[1:]))
@@ -300,6 +308,10 @@ def main(args: Sequence[str] | None = None) -> None:
             raise SystemExit(prepare_main(argv[1:]))
         if argv[0] == "chain":
             raise SystemExit(chain_main(argv[1:]))
+        if argv[0] == "dashboard":
+            from lit_kd.dashboard import dashboard_main
+
+            raise SystemExit(dashboard_main(argv[1:]))
         if argv[0] not in SUBCOMMANDS:
             print(f"lit-kd: error: unknown command {argv[0]!r}\n\n{top_level_help()}", file=sys.stderr)
             raise SystemExit(2)

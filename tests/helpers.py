@@ -39,3 +39,43 @@ def digits(**overrides):
 
 def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def wandb_records(path: Path):
+    """The protobuf records of an offline W&B run's ``run-*.wandb`` file: a 7-byte header, then LevelDB
+    log blocks of 32 KiB whose chunks (crc, length, type: full/first/middle/last) make up the records."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    data, block, offset, pending = path.read_bytes(), 32768, 7, b""
+    while offset + 7 <= len(data):
+        room = block - offset % block
+        if room < 7:  # the block's tail is padding
+            offset += room
+            continue
+        _, length, kind = struct.unpack("<IHB", data[offset:offset + 7])
+        if length == 0 and kind == 0:  # zero padding at the end of a block
+            offset += room
+            continue
+        pending += data[offset + 7:offset + 7 + length]
+        offset += 7 + length
+        if kind in (1, 4):  # full, last
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def wandb_logged_keys(run_dir: Path) -> dict[str, set[str]]:
+    """``{"history": keys logged with wandb.log, "summary": keys of the run summary}`` of an offline run folder
+    (a picture or table is stored under nested keys ``[key, "_type"]``, ...: its key is the first)."""
+    keys: dict[str, set[str]] = {"history": set(), "summary": set()}
+    for path in run_dir.glob("run-*.wandb"):
+        for record in wandb_records(path):
+            kind = record.WhichOneof("record_type")
+            if kind == "history":
+                keys["history"] |= {item.key or item.nested_key[0] for item in record.history.item}
+            elif kind == "summary":
+                keys["summary"] |= {item.key or item.nested_key[0] for item in record.summary.update}
+    return keys

@@ -16,9 +16,11 @@ import lit_kd  # noqa: F401
 from lit_kd.cli import main
 from tests.helpers import REPO, SHARED_DATA
 
-# Chain configs (top-level `steps:`) run through `lit-kd chain` in their own tests; presets are overlays.
+# Chain configs (top-level `steps:`) run through `lit-kd chain` in their own tests; presets are overlays;
+# sweeps are W&B sweep configs (tests/test_wandb.py).
 CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml")
-                 if p.name != "wandb.yaml" and p.parent.name != "presets" and "\nsteps:" not in p.read_text())
+                 if p.name != "wandb.yaml" and p.parent.name not in ("presets", "sweeps")
+                 and "\nsteps:" not in p.read_text())
 PRESETS = sorted((REPO / "configs").rglob("presets/*.yaml"))
 TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
         "--trainer.num_sanity_val_steps", "0", "--trainer.enable_progress_bar", "false",
@@ -225,3 +227,23 @@ def test_bad_data_path_fails_before_training_with_the_fix(tmp_path, monkeypatch,
         main(["fit", "--config", config, *TINY, "--data.init_args.data_dir", str(tmp_path / "missing")])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "FileNotFoundError: CIFAR-10 not found" in err and "data_dir" in err
+
+
+def test_distillation_configs_turn_the_diagnostics_on():
+    """Every config (chains too) of a method with a frozen teacher lists DistillationDiagnostics."""
+    import yaml
+
+    import lit_kd.methods
+    from lit_kd.methods.base import DistillationModule
+
+    missing = []
+    for path in sorted((REPO / "configs").rglob("*.yaml")):
+        config = yaml.safe_load(path.read_text()) or {}
+        class_path = (config.get("model") or {}).get("class_path", "")
+        method = getattr(lit_kd.methods, class_path.rsplit(".", 1)[-1], None)
+        if method is None or not issubclass(method, DistillationModule):
+            continue
+        callbacks = [c.get("class_path") for c in (config.get("trainer") or {}).get("callbacks") or []]
+        if "lit_kd.callbacks.DistillationDiagnostics" not in callbacks:
+            missing.append(str(path.relative_to(REPO)))
+    assert not missing, f"configs without DistillationDiagnostics: {missing}"

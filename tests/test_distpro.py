@@ -207,6 +207,7 @@ def test_online_search_writes_process_and_replay_uses_it(tmp_path):
     assert torch.allclose(process.alpha[-1], searched.alpha.detach().float())
     assert not torch.equal(process.alpha[0], process.alpha[-1])  # alpha moved
     assert (tmp_path / "search" / "distpro_process.png").is_file()
+    assert (tmp_path / "search" / "distpro_alpha_heatmap.png").stat().st_size > 1000  # α per pathway over steps
     assert trainer.global_step == 3  # the alpha optimizer does not count as a training step
     ckpt = tmp_path / "search.ckpt"
     trainer.save_checkpoint(ckpt)

@@ -1,5 +1,6 @@
 """Lightning callbacks for cross-cutting work: run summaries, throughput, assistant chains, retrieval
-evaluation, and the reporting helpers that methods' report callbacks use (:mod:`lit_kd.callbacks.reporting`).
+evaluation, teacher-student diagnostics,
+and the reporting helpers that methods' report callbacks use (:mod:`lit_kd.callbacks.reporting`).
 
 Imported lazily, so that ``import lit_kd.callbacks.reporting`` stays light.
 """
@@ -16,6 +17,7 @@ _LAZY = {
     "AssistantChain": "lit_kd.callbacks.chain",
     "ChainStep": "lit_kd.callbacks.chain",
     "RetrievalEvaluation": "lit_kd.callbacks.retrieval",
+    "DistillationDiagnostics": "lit_kd.callbacks.diagnostics",
 }
 
 __all__ = list(_LAZY)

@@ -19,7 +19,7 @@ from typing import Any
 
 import lightning as L
 
-__all__ = ["report_dir", "log_table", "log_image", "file_stem"]
+__all__ = ["report_dir", "log_table", "log_image", "file_stem", "shows_pictures"]
 
 
 def report_dir(trainer: L.Trainer) -> Path:
@@ -30,6 +30,13 @@ def report_dir(trainer: L.Trainer) -> Path:
 def file_stem(key: str) -> str:
     """A metric-style key (``amd/candidates``) as a flat file name stem (``amd_candidates``)."""
     return key.replace("/", "_").replace("@", "_at_")
+
+
+def shows_pictures(trainer: L.Trainer) -> bool:
+    """Whether a logger of ``trainer`` shows pictures (W&B, TensorBoard): callbacks skip drawing otherwise."""
+    from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+
+    return any(isinstance(logger, (WandbLogger, TensorBoardLogger)) for logger in trainer.loggers)
 
 
 def log_table(trainer: L.Trainer, key: str, rows: Sequence[dict[str, Any]]) -> Path | None:

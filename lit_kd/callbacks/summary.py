@@ -10,6 +10,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
+from lit_kd import metric_names as names
+
 
 class RunSummary(L.Callback):
     """Write ``summary.json`` with three separate accuracies, each with its epoch.
@@ -21,6 +23,8 @@ class RunSummary(L.Callback):
       so it is an optimistic bound; some papers report it, we label it.
 
     Test accuracy per epoch needs :class:`~lit_kd.data.KDDataModule` with ``monitor_test=True``.
+    A W&B logger also gets them as run-summary columns (``summary/best_val_acc``, ...; see
+    :mod:`lit_kd.metric_names`), for the runs table of ``lit-kd dashboard``.
     The summary is rewritten after every validation epoch, so a killed run still has one, and its
     state is part of the checkpoint, so a resumed run continues the same record.
 
@@ -80,6 +84,27 @@ class RunSummary(L.Callback):
         path = self.path(trainer)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.record, indent=2))
+        self._to_wandb(trainer)
+
+    def columns(self) -> dict[str, float]:
+        """The record as the W&B run summary's columns (names from :mod:`lit_kd.metric_names`)."""
+        record = self.record
+        values = {
+            names.SUMMARY_LAST_VAL: (record["last"] or {}).get("val_acc"),
+            names.SUMMARY_BEST_VAL: (record["best_val"] or {}).get("val_acc"),
+            names.SUMMARY_TEST_AT_BEST_VAL: (record["best_val"] or {}).get("test_acc"),
+            names.SUMMARY_BEST_TEST: (record["best_test"] or {}).get("test_acc"),
+            names.SUMMARY_FINAL_TEST: (record["final_test"] or {}).get("test_acc"),
+        }
+        return {key: value for key, value in values.items() if value is not None}
+
+    def _to_wandb(self, trainer: L.Trainer) -> None:
+        # The runs table of a W&B workspace shows summary values, not files: the three accuracies go there too.
+        from lightning.pytorch.loggers import WandbLogger
+
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.experiment.summary.update(self.columns())
 
     def state_dict(self) -> dict[str, Any]:
         return {"record": json.dumps(self.record)}

@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 
+from lit_kd import metric_names as names
 from lit_kd.contract import KDBatch
 
 
@@ -37,7 +38,7 @@ class ImagesPerSecond(L.Callback):
             return
         if self._steps >= self.window:
             rate = self._images / (now - self._start)
-            pl_module.log("train/images_per_sec", rate, on_step=True, on_epoch=False, prog_bar=True)
+            pl_module.log(names.IMAGES_PER_SEC, rate, on_step=True, on_epoch=False, prog_bar=True)
             self._start, self._images, self._steps = now, 0, 0
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,

@@ -429,6 +429,8 @@ class DistillationModule(StudentModule):
         self.check_teacher = check_teacher
         self.log_agreement = log_agreement
         self._teacher_checked = False
+        # The teacher's logits of the current validation batch, for callbacks (DistillationDiagnostics).
+        self.validation_teacher_logits: Tensor | None = None
 
     # ------------------------------------------------------------------ the frozen networks
     def add_frozen_network(self, name: str, network: ModelSpec | nn.Module,
@@ -502,8 +504,10 @@ class DistillationModule(StudentModule):
         checking = (self.check_teacher and not self._teacher_checked and dataloader_idx == 0
                     and self.trainer.state.fn == "fit")
         if not (checking or self.log_agreement):
+            self.validation_teacher_logits = None
             return logits
         teacher_logits = self.teacher_logits(batch.teacher_image)  # one teacher forward serves both uses
+        self.validation_teacher_logits = teacher_logits
         if checking:
             self.teacher_accuracy.update(teacher_logits, batch.target)
         if self.log_agreement:

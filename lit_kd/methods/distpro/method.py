@@ -13,6 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from lit_kd import metric_names as names
 from lit_kd.callbacks.reporting import log_image, log_table, report_dir
 from lit_kd.contract import KDBatch
 from lit_kd.losses import hcl_loss
@@ -370,7 +371,8 @@ class DistPro(DistillationModule):
 
 class DistProReport(L.Callback):
     """At the end of a DistPro fit: say where the process was written, draw it
-    (``distpro_process.png``, logged as ``distpro/process`` by loggers that show pictures) and log the
+    (``distpro_process.png``, logged as ``distpro/process`` by loggers that show pictures, and the heatmap
+    ``distpro_alpha_heatmap.png``, logged as ``distpro/alpha_heatmap``) and log the
     final pathway weights as the table ``distpro/final_weights``. :class:`DistPro` attaches it itself
     (``configure_callbacks``); its ``plot_process`` switches the picture off."""
 
@@ -384,17 +386,20 @@ class DistProReport(L.Callback):
             rank_zero_info(f"DistPro: process of {process.steps} steps over {len(pl_module.pathways)} pathways "
                            f"written to {pl_module.process_path}")
         final = process.weights()[-1].tolist()
-        log_table(trainer, "distpro/final_weights",
+        log_table(trainer, names.DISTPRO_FINAL_WEIGHTS,
                   [{"pathway": name, "weight": weight} for name, weight in zip(process.pathway_names, final)])
         if not pl_module.plot_process:
             return
         try:
             picture = process.plot(report_dir(trainer) / "distpro_process.png",
                                    title=f"DistPro process ({pl_module.mode})")
+            heatmap = process.plot_heatmap(report_dir(trainer) / "distpro_alpha_heatmap.png",
+                                           title=f"DistPro α per pathway ({pl_module.mode})")
         except ImportError:
             warnings.warn("matplotlib is not installed: no picture of the DistPro process", stacklevel=1)
             return
-        log_image(trainer, "distpro/process", picture)
+        log_image(trainer, names.DISTPRO_PROCESS, picture)
+        log_image(trainer, names.DISTPRO_ALPHA, heatmap)
 
 
 def _stage_tap(model: nn.Module, layers: list[Layer] | None, preact: bool | None, role: str) -> FeatureTap:

@@ -235,6 +235,24 @@ class DistillationProcess:
             data = data["distpro_process"]
         return cls.from_dict(data)
 
+    def plot_heatmap(self, path: str | Path, title: str = "DistPro α per pathway") -> Path:
+        """A PNG heatmap of every pathway's weight (rows) over the steps (columns): the whole schedule at a
+        glance, however many pathways (matplotlib is imported only here)."""
+        from matplotlib.figure import Figure  # no pyplot: no global backend switch
+
+        weights = self.weights().float().numpy().T
+        figure = Figure(figsize=(8, 1.5 + 0.25 * len(self.pathway_names)), dpi=100)
+        axes = figure.add_subplot()
+        image = axes.imshow(weights, aspect="auto", interpolation="nearest", cmap="viridis")
+        axes.set_yticks(range(len(self.pathway_names)), self.pathway_names, fontsize=7)
+        axes.set(xlabel="training step", title=title)
+        figure.colorbar(image, ax=axes, label=f"weight ({self.normalization})")
+        figure.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path)
+        return path
+
     def plot(self, path: str | Path, title: str = "DistPro process") -> Path:
         """A PNG of every pathway's weight over the steps (matplotlib is imported only here)."""
         import matplotlib
