@@ -311,7 +311,12 @@ def main(args: Sequence[str] | None = None) -> None:
         if argv[0] == "dashboard":
             from lit_kd.dashboard import dashboard_main
 
-            raise SystemExit(dashboard_main(argv[1:]))
+            try:
+                code = dashboard_main(argv[1:])
+            except ImportError as err:  # the optional wandb-workspaces library: say how to install it
+                print(f"lit-kd: error: {err}", file=sys.stderr)
+                raise SystemExit(2) from None
+            raise SystemExit(code)
         if argv[0] not in SUBCOMMANDS:
             print(f"lit-kd: error: unknown command {argv[0]!r}\n\n{top_level_help()}", file=sys.stderr)
             raise SystemExit(2)
