@@ -173,6 +173,12 @@ class StudentModule(L.LightningModule):
         self._first_nonfinite_step: Tensor | None = None
         self._nonfinite_terms: Tensor | None = None
         self._watched_terms: list[str] = []
+        # Training logs accumulate on the device between writes (see log_training).
+        self._log_names: list[str] = []
+        self._log_sums: Tensor | None = None
+        self._log_count = 0
+        self._log_hits: Tensor | None = None
+        self._log_hit_count = 0
 
     # ------------------------------------------------------------------ bookkeeping
     def _record_network(self, key: str, network: ModelSpec | nn.Module | dict) -> None:
@@ -195,7 +201,6 @@ class StudentModule(L.LightningModule):
     def _setup_metrics(self, num_classes: int) -> None:
         device = self.device
         self.output_classes = num_classes  # the class count setup() agreed on
-        self.train_metrics = accuracy_metrics(num_classes, "train").to(device)
         # One collection per validation split, named as the data names its loaders ("val", "test", ...).
         self.val_metrics = nn.ModuleDict({_metrics_key(name): accuracy_metrics(num_classes, name).to(device)
                                           for name in ("val", "test")})
@@ -299,20 +304,82 @@ class StudentModule(L.LightningModule):
         return losses["loss"]
 
     def log_training(self, logits: Tensor, losses: dict[str, Tensor], target: Tensor | None) -> None:
-        """Log the training losses (``train/<name>``) and update the training accuracy; stop the run with
-        :class:`NonFiniteLossError` when a term is NaN or infinite."""
-        self._watch_finite(losses)
-        batch_size = logits.shape[0]
-        for name, value in losses.items():
-            self.log(f"train/{name}", value.detach(), on_step=True, on_epoch=True, prog_bar=name == "loss",
-                     batch_size=batch_size, sync_dist=True)
-        if target is not None and target.ndim == 1:
-            self.train_metrics.update(logits.detach(), target)
-            self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=False, batch_size=batch_size)
+        """Log the training losses (``train/<name>``) and the training accuracy (``train/acc``, ``train/acc_top5``);
+        stop the run with :class:`NonFiniteLossError` when a term is NaN or infinite.
 
-    def _watch_finite(self, losses: dict[str, Tensor]) -> None:
+        Each step only adds the detached values to running sums on the device (no host sync, no
+        ``self.log``): Lightning's logging machinery costs more than a compute-light step. The sums
+        are handed to ``self.log`` when the trainer writes its logs (every ``log_every_n_steps``), at
+        the epoch's last batch and when the run stops; the ``_step`` values are then the mean over
+        the steps since the last write, and the ``_epoch`` values the exact mean over the epoch."""
+        values = torch.stack([value.detach().reshape(()) for value in losses.values()])
+        values = values.to(torch.promote_types(values.dtype, torch.float32))
         names = list(losses)
-        finite = torch.stack([torch.isfinite(value.detach()).all() for value in losses.values()])
+        self._watch_finite(names, values)
+        if names != self._log_names:
+            self._flush_training_log()  # a method whose terms change (staged methods) starts a new sum
+            self._log_names = names
+        batch_size = logits.shape[0]
+        weighted = values * batch_size
+        self._log_sums = weighted if self._log_sums is None else self._log_sums.add_(weighted)
+        self._log_count += batch_size
+        if target is not None and target.ndim == 1:
+            hits = self._hits(logits.detach(), target)
+            self._log_hits = hits if self._log_hits is None else self._log_hits.add_(hits)
+            self._log_hit_count += batch_size
+        if self._training_log_due():
+            self._flush_training_log()
+
+    def _hits(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Top-1 (and, above 5 classes, top-5) correct predictions of a batch, on the device."""
+        if getattr(self, "output_classes", logits.shape[-1]) > 5:
+            top5 = logits.topk(5, dim=-1).indices.eq(target[:, None])
+            return torch.stack([top5[:, 0].sum(), top5.any(-1).sum()])
+        return logits.argmax(-1).eq(target).sum().reshape(1)
+
+    def _training_log_due(self) -> bool:
+        """Whether this step's training logs are written: the trainer's own rule (every
+        ``log_every_n_steps`` stepping batches, or when it stops), plus the epoch's last batch and the
+        last step of ``max_steps`` so that the epoch means cover every step."""
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        if trainer.should_stop or trainer.fast_dev_run:
+            return True
+        loop = trainer.fit_loop.epoch_loop
+        # The step count Lightning's logger connector uses (batches that stepped, restored on resume).
+        stepped = getattr(loop, "_batches_that_stepped", self.global_step)
+        every = trainer.log_every_n_steps
+        if every and (stepped + 1) % every == 0:
+            return True
+        progress = loop.batch_progress
+        if progress.is_last_batch or progress.current.ready >= trainer.num_training_batches:
+            return True
+        return trainer.max_steps is not None and 0 < trainer.max_steps <= self.global_step + 1
+
+    def _flush_training_log(self) -> None:
+        """Hand the running sums to ``self.log`` (one call per term) and start new sums."""
+        if self._log_sums is not None and self._log_count:
+            means = self._log_sums / self._log_count
+            for index, name in enumerate(self._log_names):
+                self.log(f"train/{name}", means[index], on_step=True, on_epoch=True, prog_bar=name == "loss",
+                         batch_size=self._log_count, sync_dist=True)
+        if self._log_hits is not None and self._log_hit_count:
+            accuracy = self._log_hits / self._log_hit_count
+            for index, name in enumerate(("acc", "acc_top5")[:accuracy.numel()]):
+                self.log(f"train/{name}", accuracy[index], on_step=False, on_epoch=True,
+                         batch_size=self._log_hit_count, sync_dist=True)
+        self._log_sums, self._log_count, self._log_hits, self._log_hit_count = None, 0, None, 0
+
+    def _watch_finite(self, names: list[str], values: Tensor) -> None:
+        finite = torch.isfinite(values)
+        if finite.device.type == "cpu":  # reading a CPU tensor costs no device sync: check every step
+            if not bool(finite.all()):
+                self._first_nonfinite_step = torch.tensor(self.global_step)
+                self._nonfinite_terms, self._watched_terms = ~finite, names
+                self.check_finite()
+            return
+        # On accelerators the first bad step is noted on the device and read when logs are written.
         if self._first_nonfinite_step is None or names != self._watched_terms:
             self._watched_terms = names
             self._first_nonfinite_step = torch.full((), -1, dtype=torch.long, device=finite.device)
@@ -320,8 +387,7 @@ class StudentModule(L.LightningModule):
         first_bad = (self._first_nonfinite_step < 0) & ~finite.all()
         self._first_nonfinite_step = torch.where(first_bad, self.global_step, self._first_nonfinite_step)
         self._nonfinite_terms = torch.where(first_bad, ~finite, self._nonfinite_terms)
-        every = 1 if finite.device.type == "cpu" else max(1, getattr(self._trainer, "log_every_n_steps", 50) or 50)
-        if self.global_step % every == 0:
+        if self._training_log_due():
             self.check_finite()
 
     def check_finite(self) -> None:
@@ -342,6 +408,8 @@ class StudentModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.check_finite()
+        # Sums left unwritten (a step outside the trainer's loop) never leak into the next epoch.
+        self._log_sums, self._log_count, self._log_hits, self._log_hit_count = None, 0, None, 0
 
     def cross_entropy(self, logits: Tensor, target: Tensor) -> Tensor:
         # At least float32 (float64 stays float64), whatever the run's precision.
