@@ -94,3 +94,129 @@ def test_training_accuracy_matches_a_direct_count(tmp_path):
     assert float(trainer.callback_metrics["train/acc"]) == pytest.approx(hits["top1"] / hits["n"])
     assert float(trainer.callback_metrics["train/acc_top5"]) == pytest.approx(hits["top5"] / hits["n"])
     assert math.isfinite(float(trainer.callback_metrics["train/loss_epoch"]))
+
+
+# --------------------------------------------------------------------------- torch.compile
+
+
+class CountingBackend:
+    """A torch.compile backend that counts the graphs it is given and runs them eagerly."""
+
+    def __init__(self) -> None:
+        self.graphs = 0
+
+    def __call__(self, graph_module, example_inputs):
+        self.graphs += 1
+        return graph_module.forward
+
+
+@pytest.fixture
+def fresh_dynamo():
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def test_compiled_student_and_teacher_give_the_eager_logits_and_tap_features(fresh_dynamo):
+    from lit_kd import FitNet, ModelSpec
+
+    torch.manual_seed(0)
+    student, teacher = ModelSpec("resnet8", num_classes=10), ModelSpec("resnet14", num_classes=10)
+    eager = FitNet(student, teacher, probe_size=16, check_teacher=False)
+    compiled = FitNet(student, teacher, probe_size=16, check_teacher=False, compile="both",
+                      compile_backend="aot_eager")
+    compiled.load_state_dict(eager.state_dict())
+    for module in (eager, compiled):
+        module.setup("fit")
+        module.eval()
+    x = torch.rand(4, 3, 16, 16)
+    with torch.no_grad():
+        # aot_eager runs the traced graph op for op: the tolerance is float32 round-off.
+        torch.testing.assert_close(compiled(x), eager(x), rtol=1e-5, atol=1e-5)
+        for tap in ("student_tap", "teacher_tap"):
+            (c_logits, c_feats), (e_logits, e_feats) = (getattr(m, tap)(m.student_input(x)) for m in (compiled, eager))
+            torch.testing.assert_close(c_logits, e_logits, rtol=1e-5, atol=1e-5)
+            for c, e in zip(c_feats, e_feats, strict=True):
+                torch.testing.assert_close(c, e, rtol=1e-5, atol=1e-5)
+    assert list(compiled.state_dict()) == list(eager.state_dict())
+    assert not any("_orig_mod" in key for key in compiled.state_dict())
+
+
+def test_compiled_teacher_is_compiled_once_and_bitwise_unchanged_across_two_epochs(tmp_path, fresh_dynamo):
+    from lit_kd import ModelSpec
+    from tests.helpers import digits, snapshot
+
+    L.seed_everything(0)
+    module = KD(ModelSpec("resnet8", num_classes=10), ModelSpec("resnet14", num_classes=10), compile="teacher")
+    backend = CountingBackend()
+    module.compile_options["backend"] = backend  # counts the teacher's graphs
+    before = snapshot(module.teacher)
+    graphs_per_epoch: list[int] = []
+
+    class Record(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            graphs_per_epoch.append(backend.graphs)
+
+    trainer = tiny_trainer(tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=1, callbacks=[Record()])
+    trainer.fit(module, datamodule=digits())
+    assert graphs_per_epoch[0] >= 1  # the teacher did run compiled (training and the validation check)
+    assert backend.graphs == graphs_per_epoch[0]  # nothing recompiled in the second epoch or its validation
+    after = snapshot(module.teacher)
+    assert all(torch.equal(before[key], after[key]) for key in before)
+
+
+def test_checkpoints_cross_load_between_compiled_and_eager_runs_and_export_to_timm(tmp_path, fresh_dynamo):
+    import timm
+    from safetensors.torch import load_file
+
+    from lit_kd import ModelSpec
+    from lit_kd.callbacks.checkpoint import Checkpoint
+    from lit_kd.export import export_student
+    from tests.helpers import digits
+
+    student, teacher = ModelSpec("resnet8", num_classes=10), ModelSpec("resnet14", num_classes=10)
+
+    def fit(module, name, max_epochs=1, ckpt_path=None):
+        checkpoint = Checkpoint(dirpath=tmp_path / name, filename="last", monitor=None, save_last=False)
+        trainer = tiny_trainer(tmp_path, max_epochs=max_epochs, limit_train_batches=2, limit_val_batches=1,
+                               enable_checkpointing=True, callbacks=[checkpoint])
+        trainer.fit(module, datamodule=digits(), ckpt_path=ckpt_path)
+        return tmp_path / name / "last.ckpt"
+
+    L.seed_everything(0)
+    compiled = KD(student, teacher, compile="both", compile_backend="eager")
+    compiled_ckpt = fit(compiled, "compiled")
+    eager = KD(student, teacher)
+    compiled_state = torch.load(compiled_ckpt, weights_only=True)["state_dict"]
+    assert set(compiled_state) == {k for k in eager.state_dict() if not k.startswith("teacher.")}
+    eager_ckpt = fit(eager, "eager", max_epochs=2, ckpt_path=compiled_ckpt)  # compiled -> eager resume
+    assert set(torch.load(eager_ckpt, weights_only=True)["state_dict"]) == set(compiled_state)
+    resumed = KD(student, teacher, compile="both", compile_backend="eager")
+    fit(resumed, "resumed", max_epochs=3, ckpt_path=eager_ckpt)  # eager -> compiled resume
+    assert resumed.current_epoch == 3 and resumed.global_step == 6
+    out = export_student(compiled_ckpt, tmp_path / "student.safetensors")
+    assert not any("_orig_mod" in key for key in load_file(str(out)))
+    via_timm = timm.create_model("resnet8", num_classes=10, pretrained=True,
+                                 pretrained_cfg_overlay=dict(file=str(out), num_classes=10))
+    for key, value in via_timm.state_dict().items():
+        assert torch.equal(value, compiled_state[f"student.{key}"]), key
+
+
+def test_methods_that_cannot_be_compiled_say_so():
+    from lit_kd import DistPro, ModelSpec, Supervised
+
+    student, teacher = ModelSpec("resnet8", num_classes=10), ModelSpec("resnet14", num_classes=10)
+    with pytest.raises(ValueError, match=r"DistPro cannot be compiled.*functional_call"):
+        DistPro(student, teacher, compile="student")
+    with pytest.raises(ValueError, match="compile must be"):
+        KD(student, teacher, compile="teachers")
+    with pytest.raises(ValueError, match="has no frozen teacher"):
+        Supervised(student, compile="teacher").setup("fit")
+
+
+def test_amd_refuses_compile():
+    from lit_kd.methods.amd import AMDSearch
+
+    assert "masked passes" in (AMDSearch.compile_unsupported or "")

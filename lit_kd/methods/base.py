@@ -88,6 +88,12 @@ class InputAdapter(nn.Module):
 
 def _build(network: ModelSpec | dict | nn.Module, num_classes: int | None) -> tuple[nn.Module, ModelSpec | None]:
     if isinstance(network, nn.Module):
+        if type(network).__name__ == "OptimizedModule" and isinstance(getattr(network, "_orig_mod", None), nn.Module):
+            # A torch.compile(...) wrapper would put `_orig_mod.` into every checkpoint key.
+            warnings.warn("A torch.compile()d network was passed; lit_kd uses the network inside it so that "
+                          "checkpoint keys stay plain. Use the method's `compile` option to compile it.",
+                          UserWarning, stacklevel=3)
+            network = network._orig_mod
         return network, None
     spec = ModelSpec(**network) if isinstance(network, dict) else network
     if spec.num_classes is None and num_classes is not None:
@@ -131,10 +137,22 @@ class StudentModule(L.LightningModule):
         scheduler_interval: ``"epoch"`` or ``"step"``.
         normalize_inputs: batches hold pixels in [0, 1] and each network normalizes them with its
             own mean/std. Set ``False`` when your data is already normalized.
-        channels_last: run the networks in channels-last memory format (faster on GPUs with
-            tensor cores; measure on CPUs).
+        channels_last: run every network (student, teacher, connectors) and its input in
+            channels-last memory format (faster on GPUs with tensor cores; measure on CPUs). Taps
+            return the same features either way.
         label_smoothing: label smoothing of the cross-entropy term.
+        compile: ``torch.compile`` the ``"student"``, the frozen ``"teacher"`` (with any other frozen
+            network) or ``"both"``; ``None`` (default) runs eagerly. Networks are compiled in place
+            (state-dict keys, checkpoints and exports unchanged) together with their feature taps, at
+            the start of the first fit; a frozen teacher compiles once for inference. Methods that
+            cannot be compiled refuse it.
+        compile_backend: the ``torch.compile`` backend (``"inductor"``; ``"aot_eager"``/``"eager"`` to debug).
+        compile_mode: the ``torch.compile`` mode (``None``, ``"reduce-overhead"``, ``"max-autotune"``, ...).
     """
+
+    #: Why this method cannot be compiled (``None``: it can); set by methods whose step is not a
+    #: plain forward (functional unrolls, masked supernets).
+    compile_unsupported: str | None = None
 
     def __init__(
         self,
@@ -146,8 +164,20 @@ class StudentModule(L.LightningModule):
         normalize_inputs: bool = True,
         channels_last: bool = False,
         label_smoothing: float = 0.0,
+        compile: str | None = None,
+        compile_backend: str = "inductor",
+        compile_mode: str | None = None,
     ) -> None:
         super().__init__()
+        if compile not in (None, "student", "teacher", "both"):
+            raise ValueError(f"compile must be 'student', 'teacher', 'both' or None; got {compile!r}")
+        if compile is not None and self.compile_unsupported:
+            raise ValueError(f"{type(self).__name__} cannot be compiled (compile={compile!r}): "
+                             f"{self.compile_unsupported} Leave compile unset for this method.")
+        # Not `self.compile`: that is nn.Module.compile.
+        self.compile_networks = compile
+        self.compile_options: dict[str, Any] = {"backend": compile_backend, "mode": compile_mode}
+        self._compiled = False
         self.student, self.student_spec = _build(student, num_classes)
         self.num_classes = num_classes
         self.optimizer_factory = optimizer
@@ -232,6 +262,32 @@ class StudentModule(L.LightningModule):
                 network.to(memory_format=torch.channels_last)
             for adapter in self._input_adapters():
                 adapter.channels_last = True
+        if self.compile_networks is not None and not self._compiled:
+            self._compile()
+
+    def _compile(self) -> None:
+        """Compile the chosen networks in place (``nn.Module.compile``: no ``_orig_mod.`` wrapper, so
+        state-dict keys stay as they are) and the feature taps that read them."""
+        from lit_kd.taps import FeatureTap
+
+        frozen = self.frozen_networks()
+        if self.compile_networks in ("teacher", "both") and not frozen:
+            raise ValueError(f"compile={self.compile_networks!r}, but {type(self).__name__} has no frozen teacher; "
+                             "use compile='student'.")
+        networks = ([self.student] if self.compile_networks in ("student", "both") else []) + (
+            list(frozen.values()) if self.compile_networks in ("teacher", "both") else [])
+        options = {k: v for k, v in self.compile_options.items() if v is not None}
+        for network in networks:
+            network.compile(**options)
+        compiled = {id(network) for network in networks}
+        for value in vars(self).values():
+            if isinstance(value, FeatureTap) and id(value.model) in compiled:
+                value.compile(**options)
+        self._compiled = True
+
+    def frozen_networks(self) -> dict[str, nn.Module]:
+        """Every frozen network by attribute name (none here; the teacher first in distillation methods)."""
+        return {}
 
     def _input_adapters(self) -> list[InputAdapter]:
         return [self.student_input]
