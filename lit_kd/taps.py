@@ -54,6 +54,8 @@ class FeatureTap:
         self._captured: dict[str, Tensor] = {}
         self._armed = False
         self._forward = self._run  # replaced by a compiled version by compile()
+        #: Cast logits and features to this dtype (a teacher run in bf16 hands back the run's precision).
+        self.output_dtype: torch.dtype | None = None
 
         stages = feature_info(model)
         self._pre_logits = PRE_LOGITS in self.layers
@@ -133,7 +135,10 @@ class FeatureTap:
         self._forward = torch.compile(self._run, **options)
 
     def __call__(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        return self._forward(x)
+        logits, features = self._forward(x)
+        if self.output_dtype is not None:
+            logits, features = logits.to(self.output_dtype), [f.to(self.output_dtype) for f in features]
+        return logits, features
 
     def _run(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         if self._use_intermediates:

@@ -220,3 +220,88 @@ def test_amd_refuses_compile():
     from lit_kd.methods.amd import AMDSearch
 
     assert "masked passes" in (AMDSearch.compile_unsupported or "")
+
+
+# --------------------------------------------------------------------------- channels-last, teacher precision
+
+
+def _feature_methods() -> list[str]:
+    from tests.test_feature_methods import METHODS
+
+    return [*METHODS, "FitNet", "KD", "DKD"]
+
+
+def _build(name: str, **kwargs):
+    from lit_kd import DKD, FitNet, ModelSpec
+    from tests.test_feature_methods import build
+
+    if name in ("FitNet", "KD", "DKD"):
+        cls = {"FitNet": FitNet, "KD": KD, "DKD": DKD}[name]
+        extra = {"probe_size": 16} if name == "FitNet" else {}
+        return cls(ModelSpec("resnet8", num_classes=10), ModelSpec("resnet14", num_classes=10), check_teacher=False,
+                   **extra, **kwargs)
+    return build(name, **kwargs)
+
+
+def _taps(module) -> dict:
+    from lit_kd.taps import FeatureTap
+
+    return {name: tap for name, tap in vars(module).items() if isinstance(tap, FeatureTap)}
+
+
+@pytest.mark.parametrize("name", _feature_methods())
+def test_channels_last_gives_every_method_the_features_and_losses_of_contiguous(name):
+    from lit_kd.contract import KDBatch
+
+    torch.manual_seed(0)
+    plain = _build(name)
+    fast = _build(name, channels_last=True)
+    fast.load_state_dict(plain.state_dict())
+    for module in (plain, fast):
+        module.setup("fit")
+        module.train()
+    g = torch.Generator().manual_seed(1)
+    batch = KDBatch(image=torch.rand(6, 3, 16, 16, generator=g), target=torch.randint(0, 10, (6,), generator=g))
+    with torch.no_grad():
+        for attr, tap in _taps(plain).items():
+            adapter = plain.teacher_input if "teacher" in attr else plain.student_input
+            fast_adapter = fast.teacher_input if "teacher" in attr else fast.student_input
+            _, features = tap(adapter(batch.image))
+            _, fast_features = _taps(fast)[attr](fast_adapter(batch.image))
+            for f, ff in zip(features, fast_features, strict=True):
+                if ff.ndim == 4 and ff.shape[1] > 1 and ff.shape[-1] * ff.shape[-2] > 1:
+                    assert ff.is_contiguous(memory_format=torch.channels_last), attr  # the switch is on
+                torch.testing.assert_close(ff, f, rtol=1e-4, atol=1e-5)
+    torch.manual_seed(2)
+    _, losses = plain.training_losses(batch)
+    torch.manual_seed(2)
+    _, fast_losses = fast.training_losses(batch)
+    for key, value in losses.items():  # convolutions sum in another order: PKT's weighted kernel amplifies it
+        torch.testing.assert_close(fast_losses[key], value, rtol=1e-3, atol=1e-5, msg=lambda m: f"{key}: {m}")
+
+
+def test_a_bf16_teacher_hands_back_the_runs_precision_and_warns_where_it_is_slower(monkeypatch):
+    from lit_kd import FitNet, ModelSpec
+    from lit_kd.contract import KDBatch
+    from lit_kd.methods import base
+
+    with pytest.raises(ValueError, match="teacher_precision must be"):
+        KD(ModelSpec("resnet8", num_classes=10), ModelSpec("resnet14", num_classes=10), teacher_precision="fp8")
+    torch.manual_seed(0)
+    module = FitNet(ModelSpec("resnet8", num_classes=10), ModelSpec("resnet14", num_classes=10), probe_size=16,
+                    check_teacher=False, teacher_precision="bf16")
+    monkeypatch.setattr(base, "_bf16_slower_reason", lambda device: "no native bf16 (test).")
+    with pytest.warns(UserWarning, match=r"teacher_precision='bf16' will make the teacher SLOWER here: no native"):
+        module.setup("fit")
+    batch = KDBatch(image=torch.rand(4, 3, 16, 16), target=torch.randint(0, 10, (4,)))
+    with module.no_teacher_grad():
+        logits, features = module.teacher_tap(module.teacher_input(batch.image))
+        inner = module.teacher.conv1(module.teacher_input(batch.image))
+    assert inner.dtype == torch.bfloat16  # the teacher computed in bf16 ...
+    assert logits.dtype == features[0].dtype == torch.float32  # ... and handed back float32
+    assert module.teacher_logits(batch.image).dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in module.teacher.parameters())
+    _, losses = module.training_losses(batch)
+    assert torch.isfinite(losses["loss"])
+    module.teacher_precision = None
+    torch.testing.assert_close(module.teacher_logits(batch.image), logits, rtol=0.05, atol=0.05)
