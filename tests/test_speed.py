@@ -305,3 +305,12 @@ def test_a_bf16_teacher_hands_back_the_runs_precision_and_warns_where_it_is_slow
     assert torch.isfinite(losses["loss"])
     module.teacher_precision = None
     torch.testing.assert_close(module.teacher_logits(batch.image), logits, rtol=0.05, atol=0.05)
+
+
+def test_gpu_benchmark_skips_cleanly_without_cuda(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: run python -m benchmarks.gpu_throughput instead")
+    from benchmarks import gpu_throughput
+
+    assert gpu_throughput.main(["--quick"]) == 0
+    assert "no CUDA device here; nothing measured" in capsys.readouterr().out
