@@ -138,6 +138,9 @@ def main() -> None:
               "and logging its loss each step.",
               f"Load average (1, 5, 15 min) before: {', '.join(f'{x:.2f}' for x in load_before)}; after: "
               f"{', '.join(f'{x:.2f}' for x in load_after)} on {os.cpu_count()} cores."]
+    if max(load_before[0], load_after[0]) > 0.5 * (os.cpu_count() or 1):
+        lines += ["", "**Measured under load** from other processes: absolute times and ratios are noisy. Rerun on an "
+                  "otherwise idle machine for the figures that count."]
     write_results(args.name, {"rows": rows, "load_before": load_before, "load_after": load_after,
                               "rounds": args.rounds, "steps": args.steps}, "\n".join(lines))
 
