@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -52,6 +53,9 @@ class FeatureTap:
         self.preact = preact
         self._captured: dict[str, Tensor] = {}
         self._armed = False
+        self._forward = self._run  # replaced by a compiled version by compile()
+        #: Cast logits and features to this dtype (a teacher run in bf16 hands back the run's precision).
+        self.output_dtype: torch.dtype | None = None
 
         stages = feature_info(model)
         self._pre_logits = PRE_LOGITS in self.layers
@@ -124,7 +128,19 @@ class FeatureTap:
                 self._captured[name] = inputs[0]
         return hook
 
+    def compile(self, **options: Any) -> None:
+        """Run the tapped forward through ``torch.compile(**options)``: logits and features come out
+        of one compiled graph. The model's own ``forward`` is not affected (compile it separately,
+        in place with ``model.compile()``, so its state-dict keys keep their names)."""
+        self._forward = torch.compile(self._run, **options)
+
     def __call__(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        logits, features = self._forward(x)
+        if self.output_dtype is not None:
+            logits, features = logits.to(self.output_dtype), [f.to(self.output_dtype) for f in features]
+        return logits, features
+
+    def _run(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         if self._use_intermediates:
             kwargs = {"preact": True} if self.preact else {}
             final, features = self.model.forward_intermediates(x, indices=self._stages, **kwargs)

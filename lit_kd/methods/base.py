@@ -22,6 +22,7 @@ A method implements :meth:`StudentModule.training_losses` (automatic optimizatio
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import warnings
@@ -88,6 +89,12 @@ class InputAdapter(nn.Module):
 
 def _build(network: ModelSpec | dict | nn.Module, num_classes: int | None) -> tuple[nn.Module, ModelSpec | None]:
     if isinstance(network, nn.Module):
+        if type(network).__name__ == "OptimizedModule" and isinstance(getattr(network, "_orig_mod", None), nn.Module):
+            # A torch.compile(...) wrapper would put `_orig_mod.` into every checkpoint key.
+            warnings.warn("A torch.compile()d network was passed; lit_kd uses the network inside it so that "
+                          "checkpoint keys stay plain. Use the method's `compile` option to compile it.",
+                          UserWarning, stacklevel=3)
+            network = network._orig_mod
         return network, None
     spec = ModelSpec(**network) if isinstance(network, dict) else network
     if spec.num_classes is None and num_classes is not None:
@@ -131,10 +138,22 @@ class StudentModule(L.LightningModule):
         scheduler_interval: ``"epoch"`` or ``"step"``.
         normalize_inputs: batches hold pixels in [0, 1] and each network normalizes them with its
             own mean/std. Set ``False`` when your data is already normalized.
-        channels_last: run the networks in channels-last memory format (faster on GPUs with
-            tensor cores; measure on CPUs).
+        channels_last: run every network (student, teacher, connectors) and its input in
+            channels-last memory format (faster on GPUs with tensor cores; measure on CPUs). Taps
+            return the same features either way.
         label_smoothing: label smoothing of the cross-entropy term.
+        compile: ``torch.compile`` the ``"student"``, the frozen ``"teacher"`` (with any other frozen
+            network) or ``"both"``; ``None`` (default) runs eagerly. Networks are compiled in place
+            (state-dict keys, checkpoints and exports unchanged) together with their feature taps, at
+            the start of the first fit; a frozen teacher compiles once for inference. Methods that
+            cannot be compiled refuse it.
+        compile_backend: the ``torch.compile`` backend (``"inductor"``; ``"aot_eager"``/``"eager"`` to debug).
+        compile_mode: the ``torch.compile`` mode (``None``, ``"reduce-overhead"``, ``"max-autotune"``, ...).
     """
+
+    #: Why this method cannot be compiled (``None``: it can); set by methods whose step is not a
+    #: plain forward (functional unrolls, masked supernets).
+    compile_unsupported: str | None = None
 
     def __init__(
         self,
@@ -146,8 +165,20 @@ class StudentModule(L.LightningModule):
         normalize_inputs: bool = True,
         channels_last: bool = False,
         label_smoothing: float = 0.0,
+        compile: str | None = None,
+        compile_backend: str = "inductor",
+        compile_mode: str | None = None,
     ) -> None:
         super().__init__()
+        if compile not in (None, "student", "teacher", "both"):
+            raise ValueError(f"compile must be 'student', 'teacher', 'both' or None; got {compile!r}")
+        if compile is not None and self.compile_unsupported:
+            raise ValueError(f"{type(self).__name__} cannot be compiled (compile={compile!r}): "
+                             f"{self.compile_unsupported} Leave compile unset for this method.")
+        # Not `self.compile`: that is nn.Module.compile.
+        self.compile_networks = compile
+        self.compile_options: dict[str, Any] = {"backend": compile_backend, "mode": compile_mode}
+        self._compiled = False
         self.student, self.student_spec = _build(student, num_classes)
         self.num_classes = num_classes
         self.optimizer_factory = optimizer
@@ -173,6 +204,12 @@ class StudentModule(L.LightningModule):
         self._first_nonfinite_step: Tensor | None = None
         self._nonfinite_terms: Tensor | None = None
         self._watched_terms: list[str] = []
+        # Training logs accumulate on the device between writes (see log_training).
+        self._log_names: list[str] = []
+        self._log_sums: Tensor | None = None
+        self._log_count = 0
+        self._log_hits: Tensor | None = None
+        self._log_hit_count = 0
 
     # ------------------------------------------------------------------ bookkeeping
     def _record_network(self, key: str, network: ModelSpec | nn.Module | dict) -> None:
@@ -195,7 +232,6 @@ class StudentModule(L.LightningModule):
     def _setup_metrics(self, num_classes: int) -> None:
         device = self.device
         self.output_classes = num_classes  # the class count setup() agreed on
-        self.train_metrics = accuracy_metrics(num_classes, "train").to(device)
         # One collection per validation split, named as the data names its loaders ("val", "test", ...).
         self.val_metrics = nn.ModuleDict({_metrics_key(name): accuracy_metrics(num_classes, name).to(device)
                                           for name in ("val", "test")})
@@ -227,6 +263,32 @@ class StudentModule(L.LightningModule):
                 network.to(memory_format=torch.channels_last)
             for adapter in self._input_adapters():
                 adapter.channels_last = True
+        if self.compile_networks is not None and not self._compiled:
+            self._compile()
+
+    def _compile(self) -> None:
+        """Compile the chosen networks in place (``nn.Module.compile``: no ``_orig_mod.`` wrapper, so
+        state-dict keys stay as they are) and the feature taps that read them."""
+        from lit_kd.taps import FeatureTap
+
+        frozen = self.frozen_networks()
+        if self.compile_networks in ("teacher", "both") and not frozen:
+            raise ValueError(f"compile={self.compile_networks!r}, but {type(self).__name__} has no frozen teacher; "
+                             "use compile='student'.")
+        networks = ([self.student] if self.compile_networks in ("student", "both") else []) + (
+            list(frozen.values()) if self.compile_networks in ("teacher", "both") else [])
+        options = {k: v for k, v in self.compile_options.items() if v is not None}
+        for network in networks:
+            network.compile(**options)
+        compiled = {id(network) for network in networks}
+        for value in vars(self).values():
+            if isinstance(value, FeatureTap) and id(value.model) in compiled:
+                value.compile(**options)
+        self._compiled = True
+
+    def frozen_networks(self) -> dict[str, nn.Module]:
+        """Every frozen network by attribute name (none here; the teacher first in distillation methods)."""
+        return {}
 
     def _input_adapters(self) -> list[InputAdapter]:
         return [self.student_input]
@@ -299,20 +361,82 @@ class StudentModule(L.LightningModule):
         return losses["loss"]
 
     def log_training(self, logits: Tensor, losses: dict[str, Tensor], target: Tensor | None) -> None:
-        """Log the training losses (``train/<name>``) and update the training accuracy; stop the run with
-        :class:`NonFiniteLossError` when a term is NaN or infinite."""
-        self._watch_finite(losses)
-        batch_size = logits.shape[0]
-        for name, value in losses.items():
-            self.log(f"train/{name}", value.detach(), on_step=True, on_epoch=True, prog_bar=name == "loss",
-                     batch_size=batch_size, sync_dist=True)
-        if target is not None and target.ndim == 1:
-            self.train_metrics.update(logits.detach(), target)
-            self.log_dict(self.train_metrics, on_step=False, on_epoch=True, prog_bar=False, batch_size=batch_size)
+        """Log the training losses (``train/<name>``) and the training accuracy (``train/acc``, ``train/acc_top5``);
+        stop the run with :class:`NonFiniteLossError` when a term is NaN or infinite.
 
-    def _watch_finite(self, losses: dict[str, Tensor]) -> None:
+        Each step only adds the detached values to running sums on the device (no host sync, no
+        ``self.log``): Lightning's logging machinery costs more than a compute-light step. The sums
+        are handed to ``self.log`` when the trainer writes its logs (every ``log_every_n_steps``), at
+        the epoch's last batch and when the run stops; the ``_step`` values are then the mean over
+        the steps since the last write, and the ``_epoch`` values the exact mean over the epoch."""
+        values = torch.stack([value.detach().reshape(()) for value in losses.values()])
+        values = values.to(torch.promote_types(values.dtype, torch.float32))
         names = list(losses)
-        finite = torch.stack([torch.isfinite(value.detach()).all() for value in losses.values()])
+        self._watch_finite(names, values)
+        if names != self._log_names:
+            self._flush_training_log()  # a method whose terms change (staged methods) starts a new sum
+            self._log_names = names
+        batch_size = logits.shape[0]
+        weighted = values * batch_size
+        self._log_sums = weighted if self._log_sums is None else self._log_sums.add_(weighted)
+        self._log_count += batch_size
+        if target is not None and target.ndim == 1:
+            hits = self._hits(logits.detach(), target)
+            self._log_hits = hits if self._log_hits is None else self._log_hits.add_(hits)
+            self._log_hit_count += batch_size
+        if self._training_log_due():
+            self._flush_training_log()
+
+    def _hits(self, logits: Tensor, target: Tensor) -> Tensor:
+        """Top-1 (and, above 5 classes, top-5) correct predictions of a batch, on the device."""
+        if getattr(self, "output_classes", logits.shape[-1]) > 5:
+            top5 = logits.topk(5, dim=-1).indices.eq(target[:, None])
+            return torch.stack([top5[:, 0].sum(), top5.any(-1).sum()])
+        return logits.argmax(-1).eq(target).sum().reshape(1)
+
+    def _training_log_due(self) -> bool:
+        """Whether this step's training logs are written: the trainer's own rule (every
+        ``log_every_n_steps`` stepping batches, or when it stops), plus the epoch's last batch and the
+        last step of ``max_steps`` so that the epoch means cover every step."""
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        if trainer.should_stop or trainer.fast_dev_run:
+            return True
+        loop = trainer.fit_loop.epoch_loop
+        # The step count Lightning's logger connector uses (batches that stepped, restored on resume).
+        stepped = getattr(loop, "_batches_that_stepped", self.global_step)
+        every = trainer.log_every_n_steps
+        if every and (stepped + 1) % every == 0:
+            return True
+        progress = loop.batch_progress
+        if progress.is_last_batch or progress.current.ready >= trainer.num_training_batches:
+            return True
+        return trainer.max_steps is not None and 0 < trainer.max_steps <= self.global_step + 1
+
+    def _flush_training_log(self) -> None:
+        """Hand the running sums to ``self.log`` (one call per term) and start new sums."""
+        if self._log_sums is not None and self._log_count:
+            means = self._log_sums / self._log_count
+            for index, name in enumerate(self._log_names):
+                self.log(f"train/{name}", means[index], on_step=True, on_epoch=True, prog_bar=name == "loss",
+                         batch_size=self._log_count, sync_dist=True)
+        if self._log_hits is not None and self._log_hit_count:
+            accuracy = self._log_hits / self._log_hit_count
+            for index, name in enumerate(("acc", "acc_top5")[:accuracy.numel()]):
+                self.log(f"train/{name}", accuracy[index], on_step=False, on_epoch=True,
+                         batch_size=self._log_hit_count, sync_dist=True)
+        self._log_sums, self._log_count, self._log_hits, self._log_hit_count = None, 0, None, 0
+
+    def _watch_finite(self, names: list[str], values: Tensor) -> None:
+        finite = torch.isfinite(values)
+        if finite.device.type == "cpu":  # reading a CPU tensor costs no device sync: check every step
+            if not bool(finite.all()):
+                self._first_nonfinite_step = torch.tensor(self.global_step)
+                self._nonfinite_terms, self._watched_terms = ~finite, names
+                self.check_finite()
+            return
+        # On accelerators the first bad step is noted on the device and read when logs are written.
         if self._first_nonfinite_step is None or names != self._watched_terms:
             self._watched_terms = names
             self._first_nonfinite_step = torch.full((), -1, dtype=torch.long, device=finite.device)
@@ -320,8 +444,7 @@ class StudentModule(L.LightningModule):
         first_bad = (self._first_nonfinite_step < 0) & ~finite.all()
         self._first_nonfinite_step = torch.where(first_bad, self.global_step, self._first_nonfinite_step)
         self._nonfinite_terms = torch.where(first_bad, ~finite, self._nonfinite_terms)
-        every = 1 if finite.device.type == "cpu" else max(1, getattr(self._trainer, "log_every_n_steps", 50) or 50)
-        if self.global_step % every == 0:
+        if self._training_log_due():
             self.check_finite()
 
     def check_finite(self) -> None:
@@ -342,6 +465,8 @@ class StudentModule(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.check_finite()
+        # Sums left unwritten (a step outside the trainer's loop) never leak into the next epoch.
+        self._log_sums, self._log_count, self._log_hits, self._log_hit_count = None, 0, None, 0
 
     def cross_entropy(self, logits: Tensor, target: Tensor) -> Tensor:
         # At least float32 (float64 stays float64), whatever the run's precision.
@@ -410,6 +535,11 @@ class DistillationModule(StudentModule):
         log_agreement: on every validation split, also log ``<split>/agreement`` (top-1 match of
             student and teacher) and ``<split>/kl`` (``KL(teacher ‖ student)`` at temperature 1).
             Costs one teacher forward per validation batch, shared with the teacher check.
+        teacher_precision: ``"bf16"`` runs only the frozen networks under bf16 autocast (weights stay
+            in the run's precision; outputs and tapped features are cast back to it), while the
+            student trains in the run's precision. Faster where the hardware computes in bf16 natively
+            (CUDA GPUs from Ampere on, CPUs with AVX512-BF16/AMX); elsewhere it is slower and a
+            warning says so at the start of the fit. ``None`` (default): the run's precision.
         **kwargs: the :class:`StudentModule` arguments.
     """
 
@@ -420,9 +550,13 @@ class DistillationModule(StudentModule):
         store_teacher: bool = False,
         check_teacher: bool = True,
         log_agreement: bool = False,
+        teacher_precision: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if teacher_precision not in (None, "bf16"):
+            raise ValueError(f"teacher_precision must be 'bf16' or None (the run's precision); got {teacher_precision!r}")
         super().__init__(student, **kwargs)
+        self.teacher_precision = teacher_precision
         self._frozen_names: list[str] = []
         self.teacher, self.teacher_spec = self.add_frozen_network("teacher", teacher)
         self.store_teacher = store_teacher
@@ -482,11 +616,40 @@ class DistillationModule(StudentModule):
         super()._setup_metrics(num_classes)
         self.teacher_accuracy = MulticlassAccuracy(num_classes, average="micro").to(self.device)
 
-    def no_teacher_grad(self) -> torch.no_grad:
+    def no_teacher_grad(self) -> contextlib.AbstractContextManager:
         """Context for every teacher forward: no autograd graph, so teacher outputs never join the
         student's graph (``no_grad`` rather than ``inference_mode``: inference tensors cannot be
-        saved for the student's backward)."""
-        return torch.no_grad()
+        saved for the student's backward); with ``teacher_precision="bf16"`` also bf16 autocast."""
+        if self.teacher_precision is None:
+            return torch.no_grad()
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.no_grad())
+        device_type = next(self.teacher.parameters(), torch.empty(0)).device.type
+        stack.enter_context(torch.autocast(device_type, dtype=torch.bfloat16))
+        return stack
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if self.teacher_precision is not None and not self._teacher_precision_ready:
+            self._setup_teacher_precision()
+
+    _teacher_precision_ready = False
+
+    def _setup_teacher_precision(self) -> None:
+        """Taps of frozen networks hand back features in the run's dtype; warn where bf16 is slower."""
+        from lit_kd.taps import FeatureTap
+
+        param = next(self.teacher.parameters(), None)
+        run_dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        frozen = {id(network) for network in self.frozen_networks().values()}
+        for value in vars(self).values():
+            if isinstance(value, FeatureTap) and id(value.model) in frozen:
+                value.output_dtype = run_dtype
+        slower = _bf16_slower_reason(param.device if param is not None else self.device)
+        if slower:
+            warnings.warn(f"teacher_precision='bf16' will make the teacher SLOWER here: {slower} Remove "
+                          "teacher_precision on this machine.", UserWarning, stacklevel=2)
+        self._teacher_precision_ready = True
 
     def teacher_logits(self, teacher_image: Tensor) -> Tensor:
         """The teacher's logits for pixels in [0, 1], without autograd."""
@@ -495,7 +658,10 @@ class DistillationModule(StudentModule):
     def frozen_logits(self, name: str, teacher_image: Tensor) -> Tensor:
         """The logits of the frozen network ``name`` for pixels in [0, 1], without autograd."""
         with self.no_teacher_grad():
-            return getattr(self, name)(getattr(self, f"{name}_input")(teacher_image))
+            logits = getattr(self, name)(getattr(self, f"{name}_input")(teacher_image))
+        if self.teacher_precision is not None:  # back to the run's precision for the losses
+            logits = logits.to(teacher_image.dtype if teacher_image.is_floating_point() else torch.float32)
+        return logits
 
     # ------------------------------------------------------------------ teacher sanity check
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
@@ -555,6 +721,26 @@ class DistillationModule(StudentModule):
             if not any(k.startswith(f"{name}.") for k in state):
                 for key, value in network.state_dict().items():
                     state[f"{name}.{key}"] = value
+
+
+def _bf16_slower_reason(device: torch.device) -> str | None:
+    """Why bf16 compute would be slower than float32 on ``device`` (``None`` where it is native)."""
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        if major < 8:
+            return f"this GPU (compute capability {major}.{minor}) has no bf16 tensor cores (Ampere, 8.0, and later do)."
+        return None
+    if device.type == "cpu":
+        try:
+            with open("/proc/cpuinfo") as info:
+                flags = set(info.read().split())
+        except OSError:
+            flags = set()
+        if {"avx512_bf16", "amx_bf16"} & flags:
+            return None
+        return ("this CPU has no native bf16 instructions (avx512_bf16 or amx_bf16), so bf16 is emulated (measured "
+                "1.3x slower for resnet20_a inference on a 2-core AVX2 CPU).")
+    return f"lit_kd does not know whether {device.type} computes bf16 natively; measure before using it."
 
 
 def accuracy_metrics(num_classes: int, prefix: str) -> Any:

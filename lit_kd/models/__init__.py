@@ -99,7 +99,7 @@ def read_state_dict(path: str | Path, key: str = "student") -> dict[str, torch.T
     dict or ``{"state_dict": ...}`` / ``{"model": ...}`` (this includes the pruned networks AMD
     writes, see :func:`lit_kd.pruning.save_pruned`); lit_kd Lightning ``.ckpt`` files, from
     which the ``key`` network (``student.*`` or ``teacher.*`` entries) is taken. A ``module.``
-    prefix (DataParallel/DDP) is stripped. Loading never unpickles code (``weights_only=True``).
+    prefix (DataParallel/DDP) and an ``_orig_mod.`` prefix (``torch.compile``) are stripped. Loading never unpickles code (``weights_only=True``).
     """
     return _state_dict_of(_read_file(path), path, key)
 
@@ -141,6 +141,8 @@ def _state_dict_of(raw: Any, path: str | Path, key: str) -> dict[str, torch.Tens
         )
     if raw and all(k.startswith("module.") for k in raw):
         raw = {k[len("module."):]: v for k, v in raw.items()}
+    if raw and all(k.startswith("_orig_mod.") for k in raw):  # saved from a torch.compile() wrapper
+        raw = {k[len("_orig_mod."):]: v for k, v in raw.items()}
     return raw
 
 

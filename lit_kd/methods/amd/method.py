@@ -86,6 +86,9 @@ class AMDSearch(DistillationModule, HandsOffNetwork):
         **kwargs: the :class:`~lit_kd.methods.base.DistillationModule` arguments (optimizer, ...).
     """
 
+    compile_unsupported = ("its student is a supernet run as masked passes, one per candidate, which would "
+                           "recompile for every mask.")
+
     def __init__(
         self,
         teacher: ModelSpec | nn.Module,

@@ -108,6 +108,9 @@ class DistPro(DistillationModule):
             lr_scheduler, ... for the student and the transforms).
     """
 
+    compile_unsupported = ("its meta step unrolls the student with torch.func.functional_call on copied "
+                           "parameters, which a compiled forward cannot serve.")
+
     def __init__(
         self,
         student: ModelSpec | nn.Module,

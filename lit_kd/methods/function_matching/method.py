@@ -210,6 +210,8 @@ class FunctionMatching(DistillationModule):
                      "teacher_resolution": adapter.size or data.get("eval_view", {}).get("image_size")},
             "precision": str(getattr(self.trainer, "precision", None)),
             "channels_last": self.channels_last,
+            # Only when set, so caches written before the option existed stay valid.
+            **({"teacher_precision": self.teacher_precision} if self.teacher_precision else {}),
         }
         num_classes = self.output_classes
         previous = self.teacher_cache
