@@ -270,7 +270,7 @@ class StudentModule(L.LightningModule):
         """Give the trainer's loggers the plain-data hyperparameters (arguments and network records). Lightning's
         own hparams logging is off (``logger=False``): it would refuse a data module whose logged hparams share a
         key with other values."""
-        params = {key: value for key, value in self.hparams.items()
+        params = {key: _as_lists(value) for key, value in self.hparams.items()
                   if not str(key).startswith("_") and _is_plain_data(value)}
         for logger in self.trainer.loggers:
             logger.log_hyperparams(params)
@@ -768,6 +768,15 @@ def _is_plain_data(value: Any) -> bool:
     if isinstance(value, Mapping):
         return all(isinstance(k, str) and _is_plain_data(v) for k, v in value.items())
     return False
+
+
+def _as_lists(value: Any) -> Any:
+    """Plain data with tuples as lists (YAML-writing loggers would tag tuples as Python objects)."""
+    if isinstance(value, (list, tuple)):
+        return [_as_lists(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _as_lists(v) for k, v in value.items()}
+    return value
 
 
 def _loader_key(loaders: Any, index: int) -> str | None:
