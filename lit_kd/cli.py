@@ -62,8 +62,45 @@ class CheckpointSettingsError(ValueError):
     """A ``--ckpt_path`` checkpoint made with another method, other networks or other hyperparameters."""
 
 
+def _parser_class() -> type:
+    """LightningCLI's parser whose help cuts the long lists of "known subclasses" short: a network argument
+    (``ModelSpec | nn.Module``) otherwise lists every ``nn.Module`` class of torch, timm and torchvision, and
+    ``--model.help KD`` ran to thousands of lines. Parsers jsonargparse derives for ``--*.help`` are of the same
+    class, so they get the same help."""
+    from jsonargparse import DefaultHelpFormatter
+    from lightning.pytorch.cli import LightningArgumentParser
+
+    class ShortSubclassHelp(DefaultHelpFormatter):
+        def _get_help_string(self, action: Any) -> str:
+            def shorten(found: re.Match) -> str:
+                names = found.group(1).split(", ")
+                if len(names) <= 8:
+                    return found.group(0)
+                return (f", or a class_path of any of {len(names)} known subclasses of {names[0]}; a ModelSpec "
+                        "has the fields name, num_classes, checkpoint, checkpoint_key, pretrained, mean, std, "
+                        "input_size, model_kwargs")
+
+            return re.sub(r", known subclasses: ([^)]*)", shorten, super()._get_help_string(action))
+
+    class LitKDArgumentParser(LightningArgumentParser):
+        SHORT_HELP = ShortSubclassHelp
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.setdefault("formatter_class", ShortSubclassHelp)
+            super().__init__(*args, **kwargs)
+
+    return LitKDArgumentParser
+
+
 class LitKDCLI(LightningCLI):
     """LightningCLI with lit_kd's callbacks and the checks described in :mod:`lit_kd.cli`."""
+
+    def init_parser(self, **kwargs: Any) -> Any:
+        parser_class = _parser_class()
+        kwargs.setdefault("formatter_class", parser_class.SHORT_HELP)
+        parser = super().init_parser(**kwargs)
+        parser.__class__ = parser_class  # a subclass adding nothing but the help's default formatter
+        return parser
 
     def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
         from lit_kd.callbacks import ImagesPerSecond, RunSummary

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-__all__ = ["KDBatch", "DataInfo", "DataContractError", "Augmentation"]
+__all__ = ["KDBatch", "DataInfo", "DataContractError", "Augmentation", "check_lightning_package"]
 
 Augmentation = Literal["consistent", "independent", "fixed_teacher"]
 
@@ -181,12 +181,13 @@ class DataInfo:
 
     Attributes:
         num_classes: the number of classes, checked against the networks before training.
-        image_size: the side of the (square) images in a batch. ``None``: not declared; shape
-            checks then use the first batch the data yields.
+        image_size: the side of the (square) images in a batch. ``None``: not declared; the
+            networks are then checked on a few real samples of the data (shape and channels).
         classes: class names, indexed by target.
         val_split_names: the name of each validation loader, in order (KDDataModule: ``"val"``
             for the held-out split, then ``"test"``). Metrics are logged as ``<name>/acc``.
-            Undeclared loaders are named ``"val"``, then ``"val_1"``, ``"val_2"``, ...
+            Undeclared loaders are named by their keys when ``val_dataloader()`` returns a dict,
+            else ``"val"``, then ``"val_1"``, ``"val_2"``, ... (see ``StudentModule.split_name``).
         augmentation: how the teacher's view relates to the student's (``"consistent"``,
             ``"independent"``, ``"fixed_teacher"``); ``None``: not declared (foreign data:
             both networks read the same pixels).
@@ -247,3 +248,20 @@ class DataInfo:
             raise DataContractError(f"{method} needs {why}, and {self.source} does not provide it ({name} not "
                                     f"declared). {fix}")
         return value
+
+
+def check_lightning_package(obj: Any, role: str) -> None:
+    """Refuse an object of the ``pytorch_lightning`` package where lit_kd works with ``lightning``'s.
+
+    lit_kd's methods and data module are built on ``lightning`` (``lightning.pytorch``). ``pytorch_lightning`` is
+    the same code under another name, and Lightning cannot mix the two: its own errors read "Expected a parent"
+    or "model must be a LightningModule". ``role`` names the object in the message ("The data module").
+    """
+    if obj is None or not any(cls.__module__.split(".")[0] == "pytorch_lightning" for cls in type(obj).__mro__):
+        return
+    raise TypeError(
+        f"{role} ({type(obj).__name__}) is a `pytorch_lightning` object, and lit_kd works with the `lightning` package "
+        "(lightning.pytorch), which Lightning cannot mix with `pytorch_lightning` in one run. Import it from "
+        "`lightning` instead: `import lightning.pytorch as pl` in place of `import pytorch_lightning as pl` "
+        "(pip install lightning); a third-party class written against `pytorch_lightning` works unchanged when its "
+        "imports are switched.")

@@ -23,7 +23,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lit_kd.contract import Augmentation, DataInfo, KDBatch
+from lit_kd.contract import Augmentation, DataInfo, KDBatch, check_lightning_package
 from lit_kd.data.augment import CROP_FRACTION, resize_square
 from lit_kd.data.cifar import cifar_classes, find_cifar_dir, load_cifar
 from lit_kd.data.decode import decode_images, probe_short_side
@@ -263,6 +263,17 @@ class KDDataModule(L.LightningDataModule):
         return BatchViews(recipe=self.recipe, augmentation=self.augmentation, image_size=self._image_size,
                           eval_style=self.eval_style, decode_size=self.decode_size, streamed=self.streamed,
                           strong_view=self.strong_view)
+
+    @property
+    def trainer(self) -> Any:
+        """The Trainer this data module is attached to (set by the Trainer)."""
+        return self.__dict__.get("_attached_trainer")
+
+    @trainer.setter
+    def trainer(self, trainer: Any) -> None:
+        # A pytorch_lightning Trainer attaches its data module first; its own error comes later ("Expected a parent").
+        check_lightning_package(trainer, "KDDataModule is a `lightning` data module; the Trainer given it")
+        self.__dict__["_attached_trainer"] = trainer
 
     def data_info(self) -> DataInfo:
         """What lit_kd methods may know about this data (the :class:`~lit_kd.contract.DataInfo` protocol)."""

@@ -24,26 +24,29 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
+import itertools
 import math
+import random
+import sys
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from lit_kd.contract import DataInfo, KDBatch
+from lit_kd.contract import DataInfo, KDBatch, check_lightning_package
 from lit_kd.losses import kd_loss
-from lit_kd.models import ModelSpec, create_model, resolve_normalization
+from lit_kd.models import ModelSpec, create_model, input_channels, normalization_origin, resolve_normalization
 
 __all__ = ["StudentModule", "DistillationModule", "HandsOffNetwork", "InputAdapter", "sgd", "weighted_sum",
            "network_record", "accuracy_metrics", "NonFiniteLossError", "check_weights"]
 
-# The frozen teacher is in eval mode by design; Lightning's generic notice about it is noise.
-warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 
 
 def sgd(params: Iterable[Any]) -> torch.optim.Optimizer:
@@ -55,17 +58,26 @@ class InputAdapter(nn.Module):
     """Normalizes pixels in [0, 1] for one network and resizes them if it needs a fixed size."""
 
     def __init__(self, mean: Iterable[float], std: Iterable[float], size: int | None = None,
-                 normalize: bool = True) -> None:
+                 normalize: bool = True, origin: str = "") -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(list(mean)).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(list(std)).view(1, -1, 1, 1), persistent=False)
         self.size = size
         self.normalize = normalize
+        self.origin = origin  # where mean, std and size came from, for the log at fit start
         self.channels_last = False
         self._warned_upsample = False
 
     #: Inputs smaller than ``input_size / UPSAMPLE_WARNING`` are upsampled with a warning (once per adapter).
     UPSAMPLE_WARNING = 4
+
+    def describe(self) -> str:
+        """The normalization and input size this adapter applies, and where they came from."""
+        mean = ", ".join(f"{v:.4g}" for v in self.mean.flatten().tolist())
+        std = ", ".join(f"{v:.4g}" for v in self.std.flatten().tolist())
+        pixels = f"mean ({mean}), std ({std})" if self.normalize else "no normalization (normalize_inputs=False)"
+        size = f"resized to {self.size}x{self.size}" if self.size is not None else "at the data's resolution"
+        return f"{pixels}, {size}" + (f" [{self.origin}]" if self.origin else "")
 
     def forward(self, images: Tensor) -> Tensor:
         if self.size is not None and tuple(images.shape[-2:]) != (self.size, self.size):
@@ -96,6 +108,8 @@ def _build(network: ModelSpec | dict | nn.Module, num_classes: int | None) -> tu
                           UserWarning, stacklevel=3)
             network = network._orig_mod
         return network, None
+    if isinstance(network, dict) and set(network) == {"module"}:  # caught with the argument names in __init__
+        raise TypeError(f"A network given as a module ({network['module']}) must be given again as a module.")
     spec = ModelSpec(**network) if isinstance(network, dict) else network
     if spec.num_classes is None and num_classes is not None:
         spec = dataclasses.replace(spec, num_classes=num_classes)
@@ -127,8 +141,10 @@ class StudentModule(L.LightningModule):
     """A trainable student with optimizer, metrics and logging; base of every lit_kd method.
 
     Args:
-        student: the network to train: a :class:`~lit_kd.models.ModelSpec` (timm/zoo name plus
-            optional checkpoint) or an ``nn.Module``.
+        student: the network to train: a :class:`~lit_kd.models.ModelSpec`, in a config
+            ``{name, num_classes, checkpoint, checkpoint_key, pretrained, mean, std, input_size,
+            model_kwargs}`` (e.g. ``{name: resnet20, checkpoint: student.pth}``), or an ``nn.Module``
+            (Python; :meth:`load_from_checkpoint` then needs it again: ``student=<module>``).
         num_classes: number of classes; fills ``num_classes`` of specs that leave it unset and is
             checked against the networks' outputs and the data before training starts.
         optimizer: a callable that builds the optimizer from the trainable parameters only
@@ -179,6 +195,9 @@ class StudentModule(L.LightningModule):
         self.compile_networks = compile
         self.compile_options: dict[str, Any] = {"backend": compile_backend, "mode": compile_mode}
         self._compiled = False
+        frame = _outermost_init_frame(self)
+        _refuse_module_records(type(self).__name__, frame)
+        _warn_if_pytorch_lightning_imported()
         self.student, self.student_spec = _build(student, num_classes)
         self.num_classes = num_classes
         self.optimizer_factory = optimizer
@@ -190,10 +209,11 @@ class StudentModule(L.LightningModule):
         self.channels_last = channels_last
         self.normalize_inputs = normalize_inputs
         mean, std, size = resolve_normalization(self.student_spec, self.student)
-        self.student_input = InputAdapter(mean, std, size, normalize=normalize_inputs)
+        self.student_input = InputAdapter(mean, std, size, normalize=normalize_inputs,
+                                          origin=normalization_origin(self.student_spec, self.student))
         # Constructor arguments are saved as plain data so checkpoints load with weights_only=True:
         # networks (specs, modules, lists of them) are recorded separately by _record_network.
-        frame = _outermost_init_frame(self)
+        # The loggers get them in setup (see _log_hyperparameters), not from Lightning.
         self.save_hyperparameters(ignore=["student", "teacher", "optimizer", "lr_scheduler", *_network_args(frame)],
                                   logger=False, frame=frame)
         self._record_network("student", student)
@@ -243,6 +263,8 @@ class StudentModule(L.LightningModule):
         key = _metrics_key(split)
         if key not in self.val_metrics:
             self.val_metrics[key] = accuracy_metrics(self.output_classes, split).to(self.device)
+            # Lightning maps logged metrics to attribute names once; a collection made later must be mapped again.
+            self._metric_attributes = None
         return self.val_metrics[key]
 
     # ------------------------------------------------------------------ Lightning hooks
@@ -252,10 +274,20 @@ class StudentModule(L.LightningModule):
         defaults (nothing declared) before that or without a data module."""
         return self._data_info
 
+    def configure_callbacks(self) -> list[Any]:
+        """No callbacks of its own; refuses a ``pytorch_lightning`` data module or callback in a ``lightning``
+        Trainer (called before the Trainer touches the data, whose own error would be 'Expected a parent')."""
+        if self._trainer is not None:
+            check_lightning_package(self.trainer.datamodule, "The data module")
+            for callback in self.trainer.callbacks:
+                check_lightning_package(callback, "The callback")
+        return []
+
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         self._data_info = DataInfo.of(datamodule)
-        num_classes = self._check_shapes()
+        images, where = self._probe_images(stage)
+        num_classes = self._check_shapes(images, where)
         if not self._metrics_ready:
             self._setup_metrics(num_classes)
         if self.channels_last:
@@ -265,6 +297,12 @@ class StudentModule(L.LightningModule):
                 adapter.channels_last = True
         if self.compile_networks is not None and not self._compiled:
             self._compile()
+        if self._trainer is not None:
+            self._log_hyperparameters()
+            if stage == "fit":
+                for name, adapter in self._named_input_adapters().items():
+                    network = getattr(self, name, None)
+                    rank_zero_info(f"lit_kd: {name} ({type(network).__name__}) reads pixels with {adapter.describe()}")
 
     def _compile(self) -> None:
         """Compile the chosen networks in place (``nn.Module.compile``: no ``_orig_mod.`` wrapper, so
@@ -290,20 +328,46 @@ class StudentModule(L.LightningModule):
         """Every frozen network by attribute name (none here; the teacher first in distillation methods)."""
         return {}
 
+    def _log_hyperparameters(self) -> None:
+        """Give the trainer's loggers the plain-data hyperparameters (arguments and network records). Lightning's
+        own hparams logging is off (``logger=False``): it would refuse a data module whose logged hparams share a
+        key with other values."""
+        params = {key: _as_lists(value) for key, value in self.hparams.items()
+                  if not str(key).startswith("_") and _is_plain_data(value)}
+        for logger in self.trainer.loggers:
+            logger.log_hyperparams(params)
+
     def _input_adapters(self) -> list[InputAdapter]:
         return [self.student_input]
+
+    def _named_input_adapters(self) -> dict[str, InputAdapter]:
+        """Every network's input adapter by the network's attribute name (``student``, ``teacher``, ...)."""
+        return {name[: -len("_input")]: module for name, module in self.named_children()
+                if isinstance(module, InputAdapter) and name.endswith("_input")}
 
     def _probe_networks(self) -> dict[str, nn.Module]:
         """Networks whose output size is checked against the classes (student, teacher, ...)."""
         return {"student": self.student}
 
-    def _check_shapes(self) -> int:
-        """Before training: every network must run on the data's images and agree on the classes."""
-        data_classes, size = self.data_info.num_classes, self.data_info.image_size or 32
+    def _probe_images(self, stage: str) -> tuple[Tensor, str]:
+        """Images to check the networks on before the stage runs, and how to name them in messages: blank
+        images of the declared ``image_size``, else a few real samples of the stage's data."""
+        source, size = self.data_info.source, self.data_info.image_size
+        if size is not None:
+            return torch.zeros(2, 3, size, size), f"{size}x{size} images (the image_size {source} declares)"
+        sample = _first_samples(self.trainer, stage) if self._trainer is not None else None
+        if sample is not None and sample.image.ndim == 4:
+            return sample.image[:2], f"the images of {source}"
+        return (torch.zeros(2, 3, 32, 32),
+                f"3x32x32 images (assumed: {source} declares no image_size and no sample of it could be read)")
+
+    def _check_shapes(self, images: Tensor, where: str) -> int:
+        """Before a stage runs: every network must run on the data's images and agree on the classes."""
+        data_classes = self.data_info.num_classes
         found: dict[str, int] = {}
         for name, network in self._probe_networks().items():
             adapter = getattr(self, f"{name}_input", self.student_input)
-            found[name] = self._probe(name, network, adapter, size)
+            found[name] = self._probe(name, network, adapter, images, where)
         expected = {"data": data_classes, "num_classes": self.num_classes}
         sources = {**{k: v for k, v in expected.items() if v is not None}, **found}
         if len(set(sources.values())) > 1:
@@ -316,21 +380,17 @@ class StudentModule(L.LightningModule):
         return next(iter(sources.values()))
 
     @torch.no_grad()
-    def _probe(self, name: str, network: nn.Module, adapter: InputAdapter, size: int) -> int:
+    def _probe(self, name: str, network: nn.Module, adapter: InputAdapter, images: Tensor, where: str) -> int:
         was_training = network.training
         network.eval()
         try:
             param = next(network.parameters(), None)
             device = param.device if param is not None else self.device
             dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-            dummy = torch.zeros(2, 3, size, size, device=device, dtype=dtype)
-            logits = network(adapter.to(device)(dummy))
+            adapter = adapter.to(device)
+            logits = network(adapter(images.to(device)).to(dtype))
         except Exception as err:  # shape errors deep inside the network
-            raise ValueError(
-                f"The {name} network ({type(network).__name__}) cannot run on {size}x{size} images: "
-                f"{type(err).__name__}: {err}. The images are too small or of the wrong size for this "
-                "model: raise data.image_size, or set the network's input_size so its inputs are resized."
-            ) from err
+            raise ValueError(_geometry_error(name, network, adapter, images, where, err)) from err
         finally:
             network.train(was_training)
         if logits.ndim != 2:
@@ -357,6 +417,9 @@ class StudentModule(L.LightningModule):
         if not self.automatic_optimization:
             return self.manual_training_step(batch, batch_idx)
         logits, losses = self.training_losses(batch)
+        if self._trainer is None:  # Lightning Fabric or a loop of one's own: nothing to log to, no metrics set up
+            self._watch_finite(losses)
+            return losses["loss"]
         self.log_training(logits, losses, batch.target)
         return losses["loss"]
 
@@ -474,8 +537,22 @@ class StudentModule(L.LightningModule):
         return F.cross_entropy(logits, target, label_smoothing=self.label_smoothing)
 
     def split_name(self, dataloader_idx: int) -> str:
-        """The name of validation loader ``dataloader_idx`` as the data declares it (``"val"``, ``"test"``, ...)."""
+        """The name of validation loader ``dataloader_idx``: as the data declares it (``DataInfo.val_split_names``;
+        KDDataModule: ``"val"``, ``"test"``), else its key when ``val_dataloader()`` returns a dict, else ``"val"``,
+        ``"val_1"``, ``"val_2"``, ... by position. Metrics are logged as ``<name>/acc``, ``<name>/loss``."""
+        if dataloader_idx >= len(self.data_info.val_split_names):
+            named = _loader_key(getattr(self._trainer, "val_dataloaders", None), dataloader_idx)
+            if named is not None:
+                return named
         return self.data_info.split_name(dataloader_idx)
+
+    def test_split_name(self, dataloader_idx: int) -> str:
+        """The name of test loader ``dataloader_idx``: its key when ``test_dataloader()`` returns a dict, else
+        ``"test"``, ``"test_1"``, ... by position."""
+        named = _loader_key(getattr(self._trainer, "test_dataloaders", None), dataloader_idx)
+        if named is not None:
+            return named
+        return "test" if dataloader_idx == 0 else f"test_{dataloader_idx}"
 
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         """Update and log the split's metrics; return the student's logits for subclasses."""
@@ -492,13 +569,17 @@ class StudentModule(L.LightningModule):
     def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         batch = KDBatch.from_any(batch)
         logits = self(batch.image)
-        self.test_metrics.update(logits, batch.target)
-        self.log("test/loss", self.cross_entropy(logits, batch.target), batch_size=batch.size, sync_dist=True,
+        split = self.test_split_name(dataloader_idx)
+        metrics = self.test_metrics if split == "test" else self.split_metrics(split)
+        metrics.update(logits, batch.target)
+        self.log(f"{split}/loss", self.cross_entropy(logits, batch.target), batch_size=batch.size, sync_dist=True,
                  add_dataloader_idx=False)
-        self.log_dict(self.test_metrics, add_dataloader_idx=False, batch_size=batch.size)
+        self.log_dict(metrics, add_dataloader_idx=False, batch_size=batch.size)
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
-        """``{"probs": softmax of the student, "pred": argmax}``, plus ``"target"`` when the batch has labels."""
+        """One dict per batch: ``"probs"`` (the student's softmax, float32, ``B×classes``) and ``"pred"`` (its
+        argmax, ``B``), plus ``"target"`` when the batch has labels; ``trainer.predict`` returns a list of them
+        (a list per loader with several predict loaders)."""
         batch = KDBatch.from_any(batch)
         probs = self(batch.image).float().softmax(-1)
         out = {"probs": probs, "pred": probs.argmax(-1)}
@@ -527,7 +608,9 @@ class DistillationModule(StudentModule):
     """A student trained from a frozen teacher. Subclasses implement :meth:`training_losses`.
 
     Args:
-        teacher: the frozen network: a :class:`~lit_kd.models.ModelSpec` or an ``nn.Module``.
+        teacher: the frozen network: a :class:`~lit_kd.models.ModelSpec` or an ``nn.Module``. A module is
+            frozen in place: this module owns it from then on, with ``requires_grad=False`` on its
+            parameters and in eval mode (pass a copy, ``copy.deepcopy(teacher)``, to keep yours as it was).
         store_teacher: also write the teacher's weights into checkpoints (default: no; the teacher
             is rebuilt from its spec on resume, and checkpoints hold only what was trained).
         check_teacher: measure the teacher's validation accuracy once per fit, log it as
@@ -565,6 +648,7 @@ class DistillationModule(StudentModule):
         self._teacher_checked = False
         # The teacher's logits of the current validation batch, for callbacks (DistillationDiagnostics).
         self.validation_teacher_logits: Tensor | None = None
+        self._eval_notice_filter: tuple | None = None
 
     # ------------------------------------------------------------------ the frozen networks
     def add_frozen_network(self, name: str, network: ModelSpec | nn.Module,
@@ -584,10 +668,11 @@ class DistillationModule(StudentModule):
             raise ValueError(f"The frozen network {name!r}{source} has NaN or infinite weights ({len(broken)} tensors, "
                              f"e.g. {broken[:3]}): it would teach nothing but NaN. Use an intact checkpoint.")
         mean, std, size = resolve_normalization(spec, module)
-        module.requires_grad_(False)
+        module.requires_grad_(False)  # in place, on the caller's module (documented: the method owns it)
         module.eval()
         setattr(self, name, module)
-        setattr(self, f"{name}_input", InputAdapter(mean, std, size, normalize=self.normalize_inputs))
+        setattr(self, f"{name}_input", InputAdapter(mean, std, size, normalize=self.normalize_inputs,
+                                                    origin=normalization_origin(spec, module)))
         self._frozen_names.append(name)
         if record:
             self._record_network(name, network)
@@ -596,6 +681,23 @@ class DistillationModule(StudentModule):
     def frozen_networks(self) -> dict[str, nn.Module]:
         """Every frozen network by attribute name, the teacher first."""
         return {name: getattr(self, name) for name in self._frozen_names}
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        if stage == "fit" and self._eval_notice_filter is None:
+            # Lightning notes the modules in eval mode at the start of training; the frozen networks are in eval
+            # mode by design. Hidden for this fit only, and only when they are exactly the modules it counts.
+            count = sum(1 for network in self.frozen_networks().values() for _ in network.modules())
+            warnings.filterwarnings("ignore", message=rf"Found {count} module\(s\) in eval mode at the start of training")
+            self._eval_notice_filter = warnings.filters[0]
+        if self.teacher_precision is not None and not self._teacher_precision_ready:
+            self._setup_teacher_precision()
+
+    def teardown(self, stage: str) -> None:
+        super().teardown(stage)
+        if self._eval_notice_filter is not None and self._eval_notice_filter in warnings.filters:
+            warnings.filters.remove(self._eval_notice_filter)
+        self._eval_notice_filter = None
 
     def train(self, mode: bool = True) -> DistillationModule:
         """Lightning calls ``.train()`` on the whole module; the frozen networks stay in eval mode."""
@@ -627,11 +729,6 @@ class DistillationModule(StudentModule):
         device_type = next(self.teacher.parameters(), torch.empty(0)).device.type
         stack.enter_context(torch.autocast(device_type, dtype=torch.bfloat16))
         return stack
-
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        if self.teacher_precision is not None and not self._teacher_precision_ready:
-            self._setup_teacher_precision()
 
     _teacher_precision_ready = False
 
@@ -815,3 +912,133 @@ def _outermost_init_frame(module: L.LightningModule):
             init_frame = frame
         frame = frame.f_back
     return init_frame
+
+
+def _refuse_module_records(method: str, frame: Any) -> None:
+    """Refuse the records of networks that were given as modules (``{"module": class name}``), which
+    ``load_from_checkpoint`` passes when those networks are not given again, naming each argument to pass."""
+    if frame is None:
+        return
+    missing = []
+    for name, value in frame.f_locals.items():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, dict) and set(item) == {"module"}:
+                missing.append((name, str(item["module"])))
+    if missing:
+        arguments = ", ".join(dict.fromkeys(f"{name}=<your {cls}>" for name, cls in missing))
+        raise TypeError(
+            f"{method} was made with networks given as modules ({', '.join(dict.fromkeys(cls for _, cls in missing))}), "
+            "and a checkpoint holds no recipe to rebuild them. Pass them again, built as for training: "
+            f"{method}.load_from_checkpoint(path, {arguments}); the checkpoint's weights are loaded into them. "
+            "(Networks given as ModelSpec are rebuilt from the checkpoint alone.)")
+
+
+@functools.cache
+def _warn_if_pytorch_lightning_imported() -> None:
+    """Once per process: ``pytorch_lightning`` is imported, and its Trainer refuses lit_kd's modules before any
+    of their code runs ("`model` must be a `LightningModule` ..., got `KD`"), so say it here."""
+    if "pytorch_lightning" in sys.modules:
+        warnings.warn(
+            "pytorch_lightning is imported in this process. lit_kd's methods are `lightning` LightningModules "
+            "(lightning.pytorch): train them with `lightning.Trainer`, not `pytorch_lightning.Trainer` (which refuses "
+            "them: 'model must be a LightningModule ..., got KD'), and give that Trainer `lightning` data modules and "
+            "callbacks. Replace `import pytorch_lightning as pl` with `import lightning.pytorch as pl` "
+            "(pip install lightning).", UserWarning, stacklevel=3)
+
+
+def _is_plain_data(value: Any) -> bool:
+    """Numbers, strings, None, and lists/tuples/str-keyed dicts of them: what every logger can record."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain_data(v) for v in value)
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and _is_plain_data(v) for k, v in value.items())
+    return False
+
+
+def _as_lists(value: Any) -> Any:
+    """Plain data with tuples as lists (YAML-writing loggers would tag tuples as Python objects)."""
+    if isinstance(value, (list, tuple)):
+        return [_as_lists(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _as_lists(v) for k, v in value.items()}
+    return value
+
+
+def _loader_key(loaders: Any, index: int) -> str | None:
+    """The key of loader ``index`` when a stage's loaders are a dict (names a data module gives), else None."""
+    if isinstance(loaders, Mapping) and 0 <= index < len(loaders):
+        return str(list(loaders)[index])
+    return None
+
+
+def _first_loader(loaders: Any) -> Any:
+    """The first ``DataLoader`` in what a ``*_dataloader()`` hook returns (a loader, a list, a dict, a CombinedLoader)."""
+    from torch.utils.data import DataLoader
+
+    if isinstance(loaders, DataLoader):
+        return loaders
+    if hasattr(loaders, "iterables"):  # Lightning's CombinedLoader
+        return _first_loader(loaders.iterables)
+    if isinstance(loaders, Mapping):
+        return _first_loader(next(iter(loaders.values()), None))
+    if isinstance(loaders, (list, tuple)):
+        return _first_loader(loaders[0]) if loaders else None
+    return None
+
+
+_STAGE_LOOPS = {"fit": "fit_loop", "validate": "validate_loop", "test": "test_loop", "predict": "predict_loop"}
+
+
+def _first_samples(trainer: Any, stage: str, count: int = 2) -> KDBatch | None:
+    """Up to ``count`` samples of the data ``stage`` runs on, collated and transferred as its first loader and
+    the data module would, as a batch; None when none can be read. The random generators are restored, so the
+    run's randomness is untouched."""
+    from torch.utils.data import IterableDataset
+
+    # The loop's data source holds the loaders given to fit()/validate()/... or the data module's hooks; Lightning
+    # has no public accessor for them before the loop starts.
+    source = getattr(getattr(trainer, _STAGE_LOOPS.get(stage, ""), None), "_data_source", None)
+    try:
+        if source is None or not source.is_defined():
+            return None
+        loader = _first_loader(source.dataloader())
+        if loader is None:
+            return None
+        with torch.random.fork_rng(devices=[]):
+            python_state = random.getstate()
+            try:
+                dataset = loader.dataset
+                if isinstance(dataset, IterableDataset):
+                    items = list(itertools.islice(iter(dataset), count))
+                else:
+                    items = [dataset[i] for i in range(min(count, len(dataset)))]
+            finally:
+                random.setstate(python_state)
+        if not items:
+            return None
+        batch = loader.collate_fn(items if loader.batch_sampler is not None else items[0])
+        datamodule = trainer.datamodule
+        if datamodule is not None:
+            batch = datamodule.on_after_batch_transfer(datamodule.on_before_batch_transfer(batch, 0), 0)
+        return KDBatch.from_any(batch)
+    except Exception:  # noqa: BLE001 - only sharpens the check; the loop reports unreadable data itself
+        return None
+
+
+def _geometry_error(name: str, network: nn.Module, adapter: InputAdapter, images: Tensor, where: str,
+                    err: Exception) -> str:
+    """What does not fit when a network cannot run on the data's images, and the fix for that."""
+    channels, height, width = images.shape[1:]
+    problem = f"The {name} network ({type(network).__name__}) cannot run on {where}, {channels}x{height}x{width}"
+    cause = f"{type(err).__name__}: {err}"
+    reads = input_channels(network)
+    if reads is not None and reads != channels and not (adapter.normalize and adapter.mean.numel() == reads):
+        return (f"{problem}: it reads {reads}-channel images and the data's have {channels} ({cause}). Build the "
+                f"network for {channels}-channel input (timm: in_chans={channels}; a ModelSpec: model_kwargs: "
+                f"{{in_chans: {channels}}}) or convert the images to {reads} channels in the data.")
+    resize = "set the network's input_size (ModelSpec) so its inputs are resized"
+    fix = (f"raise data.image_size, or {resize}" if "declares)" in where
+           else f"give the data larger images, or {resize}")
+    return f"{problem} ({cause}). The images are too small or of the wrong size for this model: {fix}."

@@ -17,7 +17,7 @@ from lit_kd.contract import DataContractError, KDBatch
 from lit_kd.losses import bd_kd_student_loss, bd_kd_teacher_loss, dml_loss
 from lit_kd.losses.logits import check_temperature
 from lit_kd.methods.base import InputAdapter, StudentModule, network_record, weighted_sum
-from lit_kd.models import ModelSpec, create_model, resolve_normalization
+from lit_kd.models import ModelSpec, create_model, normalization_origin, resolve_normalization
 
 __all__ = ["OnlineDistillation", "DML", "BDKD"]
 
@@ -72,7 +72,8 @@ class OnlineDistillation(StudentModule):
             module = create_model(spec)
         mean, std, size = resolve_normalization(spec, module)
         setattr(self, name, module)
-        setattr(self, f"{name}_input", InputAdapter(mean, std, size, normalize=self.normalize_inputs))
+        setattr(self, f"{name}_input", InputAdapter(mean, std, size, normalize=self.normalize_inputs,
+                                                    origin=normalization_origin(spec, module)))
         self.peer_names.append(name)
 
     @property

@@ -25,7 +25,7 @@ from torch import nn
 from lit_kd.models import cifar  # noqa: F401  (registers the CIFAR zoo in timm)
 
 __all__ = ["ModelSpec", "create_model", "load_weights", "read_state_dict", "CheckpointError", "module_fingerprint",
-           "resolve_normalization"]
+           "resolve_normalization", "normalization_origin", "input_channels"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -45,8 +45,10 @@ class ModelSpec:
         num_classes: size of the classifier. ``None`` keeps the model's default (timm: 1000).
         checkpoint: optional local weights: ``.pth``/``.pt``/``.th`` state dict,
             ``.safetensors``, or a lit_kd Lightning ``.ckpt`` (see ``checkpoint_key``).
-        checkpoint_key: which network to take out of a lit_kd ``.ckpt``: ``"student"`` (the
-            network a run trained, also for ``Supervised`` runs) or ``"teacher"`` (if stored).
+        checkpoint_key: which network to take out of a Lightning ``.ckpt``: for lit_kd's,
+            ``"student"`` (the network a run trained, also for ``Supervised`` runs) or ``"teacher"``
+            (if stored); for another project's, the attribute its LightningModule keeps the network
+            in, i.e. the prefix of the weights' names (``"model"`` for ``model.conv1.weight``, ...).
         pretrained: ask timm for its pretrained weights (needs network access or a local hub
             cache). Ignored when ``checkpoint`` is given.
         mean, std: input normalization applied to pixels in [0, 1]; ``None`` takes the model's
@@ -206,14 +208,47 @@ def _classifier_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> st
 def resolve_normalization(
     spec: ModelSpec | None, model: nn.Module
 ) -> tuple[tuple[float, ...], tuple[float, ...], int | None]:
-    """Mean, std and fixed input size for ``model``: the spec first, then timm's pretrained_cfg."""
+    """Mean, std and fixed input size for ``model``: the spec first, then the model's timm ``pretrained_cfg``
+    (any module may carry one: ``module.pretrained_cfg = {"mean": ..., "std": ...}``), then ImageNet's
+    statistics. Statistics not from the spec are averaged over channels for a network that reads another
+    number of channels than they have (``in_chans=1``)."""
     cfg = getattr(model, "pretrained_cfg", None) or {}
     mean = (spec.mean if spec else None) or tuple(cfg.get("mean", IMAGENET_MEAN))
     std = (spec.std if spec else None) or tuple(cfg.get("std", IMAGENET_STD))
+    channels = input_channels(model)
+    if channels is not None:
+        if len(mean) != channels and not (spec and spec.mean):
+            mean = (sum(mean) / len(mean),) * channels
+        if len(std) != channels and not (spec and spec.std):
+            std = (sum(std) / len(std),) * channels
     size = spec.input_size if spec else None
     if size is None and cfg.get("fixed_input_size", False):
         size = int(cfg["input_size"][-1])
-    return mean, std, size
+    return tuple(mean), tuple(std), size
+
+
+def normalization_origin(spec: ModelSpec | None, model: nn.Module) -> str:
+    """Where :func:`resolve_normalization` takes a network's mean/std and input size from, in words."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if spec is not None and spec.mean and spec.std:
+        stats = "mean/std from the ModelSpec"
+    elif "mean" in cfg or "std" in cfg:
+        stats = "mean/std from the network's pretrained_cfg"
+    else:
+        stats = "ImageNet mean/std (default: no ModelSpec values, no pretrained_cfg)"
+    if spec is not None and spec.input_size is not None:
+        size = "input_size from the ModelSpec"
+    elif cfg.get("fixed_input_size", False):
+        size = "fixed input size from the pretrained_cfg"
+    else:
+        size = "no fixed input size"
+    return f"{stats}; {size}"
+
+
+def input_channels(model: nn.Module) -> int | None:
+    """How many channels a network reads: its first convolution's input channels (None without one)."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return first.in_channels if first is not None else None
 
 
 def module_fingerprint(module: nn.Module) -> str:

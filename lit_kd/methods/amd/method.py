@@ -211,7 +211,7 @@ class AMDSearch(DistillationModule, HandsOffNetwork):
                 MulticlassAccuracy(self.output_classes, average="micro").to(self.device) for _ in self.scales)
 
     def configure_callbacks(self) -> list[Callback]:
-        return [AMDReport()]
+        return [*super().configure_callbacks(), AMDReport()]
 
     def forward(self, images: Tensor) -> Tensor:
         """Logits of the largest candidate (the network the base metrics report)."""

@@ -222,7 +222,7 @@ class DistPro(DistillationModule):
                 "DataInfo(has_meta_split=True) in data_info(). Or replay a searched process with mode='replay'.")
 
     def configure_callbacks(self) -> list[Callback]:
-        return [DistProReport()]
+        return [*super().configure_callbacks(), DistProReport()]
 
     def configure_optimizers(self) -> Any:
         config = super().configure_optimizers()

@@ -21,10 +21,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch.nn.functional as F
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs
 from torch import Tensor, nn
 
 from lit_kd.models.cifar._base import CifarNet, cifar_cfg, init_weights
+from lit_kd.models.cifar.lit_kd_zoo import register_zoo_model
 
 __all__ = ["Cnn32", "ConvBlock"]
 
@@ -106,13 +107,13 @@ default_cfgs = generate_default_cfgs(
 )
 
 
-@register_model
+@register_zoo_model
 def cnn32(pretrained: bool = False, **kwargs: Any) -> Cnn32:
     """InDistill's ``Cnn32`` (auxiliary teacher): 16/32/64 channels, fc 256 -> 128 -> classes."""
     return _create("cnn32", pretrained, widths=(16, 32, 64), embed_dim=128, **kwargs)
 
 
-@register_model
+@register_zoo_model
 def cnn32_small(pretrained: bool = False, **kwargs: Any) -> Cnn32:
     """InDistill's ``Cnn32_Small`` (student): 8/16/32 channels, fc 128 -> 64 -> classes."""
     return _create("cnn32_small", pretrained, widths=(8, 16, 32), embed_dim=64, **kwargs)

@@ -24,10 +24,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs
 from torch import Tensor, nn
 
 from lit_kd.models.cifar._base import CifarNet, PreactSequential, cifar_cfg, init_weights
+from lit_kd.models.cifar.lit_kd_zoo import register_zoo_model
 
 __all__ = ["InvertedResidual", "MobileNetV2Cifar", "checkpoint_filter_fn"]
 
@@ -148,7 +149,7 @@ default_cfgs = generate_default_cfgs(
 )
 
 
-@register_model
+@register_zoo_model
 def mobilenetv2_cifar(pretrained: bool = False, **kwargs: Any) -> MobileNetV2Cifar:
     """MobileNetV2 (T=6, width 0.5; CRD's ``mobile_half``), ~0.81M parameters at 100 classes."""
     return _create_mobilenetv2("mobilenetv2_cifar", pretrained, **kwargs)

@@ -24,10 +24,11 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch.nn.functional as F
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs
 from torch import Tensor, nn
 
 from lit_kd.models.cifar._base import CifarNet, PreactSequential, cifar_cfg, init_weights
+from lit_kd.models.cifar.lit_kd_zoo import register_zoo_model
 
 __all__ = ["BasicBlock", "CifarResNet", "ShortcutA", "create_cifar_resnet"]
 
@@ -181,55 +182,55 @@ _NARROW = (16, 16, 32, 64)
 _WIDE = (32, 64, 128, 256)
 
 
-@register_model
+@register_zoo_model
 def resnet8(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     """ResNet-8 for CIFAR (option-B shortcuts), ~0.08M parameters."""
     return create_cifar_resnet("resnet8", pretrained, depth=8, widths=_NARROW, **kwargs)
 
 
-@register_model
+@register_zoo_model
 def resnet14(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     """ResNet-14 for CIFAR (option-B shortcuts), ~0.18M parameters."""
     return create_cifar_resnet("resnet14", pretrained, depth=14, widths=_NARROW, **kwargs)
 
 
-@register_model
+@register_zoo_model
 def resnet20(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     """ResNet-20 for CIFAR (option-B shortcuts), ~0.28M parameters."""
     return create_cifar_resnet("resnet20", pretrained, depth=20, widths=_NARROW, **kwargs)
 
 
-@register_model
+@register_zoo_model
 def resnet32(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     """ResNet-32 for CIFAR (option-B shortcuts), ~0.47M parameters."""
     return create_cifar_resnet("resnet32", pretrained, depth=32, widths=_NARROW, **kwargs)
 
 
-@register_model
+@register_zoo_model
 def resnet44(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     """ResNet-44 for CIFAR (option-B shortcuts), ~0.67M parameters."""
     return create_cifar_resnet("resnet44", pretrained, depth=44, widths=_NARROW, **kwargs)
 
 
-@register_model
+@register_zoo_model
 def resnet56(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     """ResNet-56 for CIFAR (option-B shortcuts), ~0.86M parameters."""
     return create_cifar_resnet("resnet56", pretrained, depth=56, widths=_NARROW, **kwargs)
 
 
-@register_model
+@register_zoo_model
 def resnet110(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     """ResNet-110 for CIFAR (option-B shortcuts), ~1.74M parameters."""
     return create_cifar_resnet("resnet110", pretrained, depth=110, widths=_NARROW, **kwargs)
 
 
-@register_model
+@register_zoo_model
 def resnet8x4(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     """ResNet-8x4 (CRD): ResNet-8 with 4x the channels (stem 32, stages 64/128/256), ~1.23M parameters."""
     return create_cifar_resnet("resnet8x4", pretrained, depth=8, widths=_WIDE, **kwargs)
 
 
-@register_model
+@register_zoo_model
 def resnet32x4(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     """ResNet-32x4 (CRD): ResNet-32 with 4x the channels (stem 32, stages 64/128/256), ~7.43M parameters."""
     return create_cifar_resnet("resnet32x4", pretrained, depth=32, widths=_WIDE, **kwargs)

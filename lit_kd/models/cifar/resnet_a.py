@@ -22,10 +22,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs
 
 from lit_kd.models.cifar._base import IMAGENET_MEAN, IMAGENET_STD, cifar_cfg
 from lit_kd.models.cifar.resnet import CifarResNet
+from lit_kd.models.cifar.lit_kd_zoo import register_zoo_model
 
 __all__ = ["create_cifar_resnet_a"]
 
@@ -62,31 +63,31 @@ default_cfgs = generate_default_cfgs(
 )
 
 
-@register_model
+@register_zoo_model
 def resnet20_a(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     """ResNet-20 of He et al. (option A), 0.27M parameters at 10 classes."""
     return create_cifar_resnet_a("resnet20_a", pretrained, depth=20, **kwargs)
 
 
-@register_model
+@register_zoo_model
 def resnet32_a(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     """ResNet-32 of He et al. (option A), 0.46M parameters at 10 classes."""
     return create_cifar_resnet_a("resnet32_a", pretrained, depth=32, **kwargs)
 
 
-@register_model
+@register_zoo_model
 def resnet44_a(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     """ResNet-44 of He et al. (option A), 0.66M parameters at 10 classes."""
     return create_cifar_resnet_a("resnet44_a", pretrained, depth=44, **kwargs)
 
 
-@register_model
+@register_zoo_model
 def resnet56_a(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     """ResNet-56 of He et al. (option A), 0.85M parameters at 10 classes."""
     return create_cifar_resnet_a("resnet56_a", pretrained, depth=56, **kwargs)
 
 
-@register_model
+@register_zoo_model
 def resnet110_a(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     """ResNet-110 of He et al. (option A), 1.7M parameters at 10 classes."""
     return create_cifar_resnet_a("resnet110_a", pretrained, depth=110, **kwargs)

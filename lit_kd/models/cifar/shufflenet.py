@@ -31,10 +31,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs
 from torch import Tensor, nn
 
 from lit_kd.models.cifar._base import ChannelShuffle, CifarNet, PreactSequential, cifar_cfg
+from lit_kd.models.cifar.lit_kd_zoo import register_zoo_model
 
 __all__ = ["ShuffleNetV1Cifar", "ShuffleNetV2Cifar", "ShuffleV1Unit", "ShuffleV2DownUnit", "ShuffleV2Unit"]
 
@@ -253,13 +254,13 @@ default_cfgs = generate_default_cfgs(
 )
 
 
-@register_model
+@register_zoo_model
 def shufflenetv1_cifar(pretrained: bool = False, **kwargs: Any) -> ShuffleNetV1Cifar:
     """ShuffleNet V1 (g=3; CRD's ``ShuffleV1``), ~0.95M parameters at 100 classes."""
     return _create(ShuffleNetV1Cifar, "shufflenetv1_cifar", pretrained, **kwargs)
 
 
-@register_model
+@register_zoo_model
 def shufflenetv2_cifar(pretrained: bool = False, **kwargs: Any) -> ShuffleNetV2Cifar:
     """ShuffleNet V2 1x (CRD's ``ShuffleV2``), ~1.36M parameters at 100 classes."""
     return _create(ShuffleNetV2Cifar, "shufflenetv2_cifar", pretrained, **kwargs)

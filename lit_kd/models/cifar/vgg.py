@@ -21,10 +21,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs
 from torch import nn
 
 from lit_kd.models.cifar._base import CifarNet, PreactSequential, cifar_cfg, init_weights
+from lit_kd.models.cifar.lit_kd_zoo import register_zoo_model
 
 __all__ = ["CifarVGG", "VGG_CFGS"]
 
@@ -107,31 +108,31 @@ default_cfgs = generate_default_cfgs(
 )
 
 
-@register_model
+@register_zoo_model
 def vgg8_cifar(pretrained: bool = False, **kwargs: Any) -> CifarVGG:
     """VGG-8-BN for CIFAR (CRD's ``vgg8``), ~3.96M parameters at 100 classes."""
     return _create_vgg("vgg8_cifar", pretrained, **kwargs)
 
 
-@register_model
+@register_zoo_model
 def vgg11_cifar(pretrained: bool = False, **kwargs: Any) -> CifarVGG:
     """VGG-11-BN (config A) for CIFAR, ~9.28M parameters at 100 classes."""
     return _create_vgg("vgg11_cifar", pretrained, **kwargs)
 
 
-@register_model
+@register_zoo_model
 def vgg13_cifar(pretrained: bool = False, **kwargs: Any) -> CifarVGG:
     """VGG-13-BN (config B) for CIFAR, ~9.46M parameters at 100 classes."""
     return _create_vgg("vgg13_cifar", pretrained, **kwargs)
 
 
-@register_model
+@register_zoo_model
 def vgg16_cifar(pretrained: bool = False, **kwargs: Any) -> CifarVGG:
     """VGG-16-BN (config D) for CIFAR, ~14.8M parameters at 100 classes."""
     return _create_vgg("vgg16_cifar", pretrained, **kwargs)
 
 
-@register_model
+@register_zoo_model
 def vgg19_cifar(pretrained: bool = False, **kwargs: Any) -> CifarVGG:
     """VGG-19-BN (config E) for CIFAR, ~20.1M parameters at 100 classes."""
     return _create_vgg("vgg19_cifar", pretrained, **kwargs)

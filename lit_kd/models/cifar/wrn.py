@@ -27,10 +27,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs
 from torch import Tensor, nn
 
 from lit_kd.models.cifar._base import CifarNet, PreactSequential, cifar_cfg, init_weights
+from lit_kd.models.cifar.lit_kd_zoo import register_zoo_model
 
 __all__ = ["WideBasicBlock", "WideResNet", "checkpoint_filter_fn"]
 
@@ -137,25 +138,25 @@ default_cfgs = generate_default_cfgs(
 )
 
 
-@register_model
+@register_zoo_model
 def wrn_16_1(pretrained: bool = False, **kwargs: Any) -> WideResNet:
     """WRN-16-1, ~0.18M parameters at 100 classes."""
     return _create_wrn("wrn_16_1", pretrained, depth=16, widen_factor=1, **kwargs)
 
 
-@register_model
+@register_zoo_model
 def wrn_16_2(pretrained: bool = False, **kwargs: Any) -> WideResNet:
     """WRN-16-2, ~0.70M parameters at 100 classes."""
     return _create_wrn("wrn_16_2", pretrained, depth=16, widen_factor=2, **kwargs)
 
 
-@register_model
+@register_zoo_model
 def wrn_40_1(pretrained: bool = False, **kwargs: Any) -> WideResNet:
     """WRN-40-1, ~0.57M parameters at 100 classes."""
     return _create_wrn("wrn_40_1", pretrained, depth=40, widen_factor=1, **kwargs)
 
 
-@register_model
+@register_zoo_model
 def wrn_40_2(pretrained: bool = False, **kwargs: Any) -> WideResNet:
     """WRN-40-2, ~2.26M parameters at 100 classes."""
     return _create_wrn("wrn_40_2", pretrained, depth=40, widen_factor=2, **kwargs)
