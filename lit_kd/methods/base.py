@@ -418,7 +418,7 @@ class StudentModule(L.LightningModule):
             return self.manual_training_step(batch, batch_idx)
         logits, losses = self.training_losses(batch)
         if self._trainer is None:  # Lightning Fabric or a loop of one's own: nothing to log to, no metrics set up
-            self._watch_finite(losses)
+            self._watch_finite(list(losses), self._loss_values(losses))
             return losses["loss"]
         self.log_training(logits, losses, batch.target)
         return losses["loss"]
@@ -432,8 +432,7 @@ class StudentModule(L.LightningModule):
         are handed to ``self.log`` when the trainer writes its logs (every ``log_every_n_steps``), at
         the epoch's last batch and when the run stops; the ``_step`` values are then the mean over
         the steps since the last write, and the ``_epoch`` values the exact mean over the epoch."""
-        values = torch.stack([value.detach().reshape(()) for value in losses.values()])
-        values = values.to(torch.promote_types(values.dtype, torch.float32))
+        values = self._loss_values(losses)
         names = list(losses)
         self._watch_finite(names, values)
         if names != self._log_names:
@@ -449,6 +448,12 @@ class StudentModule(L.LightningModule):
             self._log_hit_count += batch_size
         if self._training_log_due():
             self._flush_training_log()
+
+    @staticmethod
+    def _loss_values(losses: dict[str, Tensor]) -> Tensor:
+        """The loss terms, detached, as one vector (at least float32)."""
+        values = torch.stack([value.detach().reshape(()) for value in losses.values()])
+        return values.to(torch.promote_types(values.dtype, torch.float32))
 
     def _hits(self, logits: Tensor, target: Tensor) -> Tensor:
         """Top-1 (and, above 5 classes, top-5) correct predictions of a batch, on the device."""
