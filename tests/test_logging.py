@@ -1,9 +1,10 @@
-"""Metrics, the run summary, W&B (offline) and the quickstart notebook."""
+"""Metrics, the run summary, W&B (offline) and the notebooks (every one executed)."""
 
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -72,16 +73,45 @@ def test_wandb_logger_offline(tmp_path, monkeypatch):
     assert run_files
 
 
-def test_quickstart_notebook_executes(tmp_path, monkeypatch):
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+
+
+def check_quickstart(outputs: str, out: Path) -> None:
+    assert "student test accuracy" in outputs
+    assert (out / "runs" / "curves.png").is_file()
+    assert os.path.getsize(out / "runs" / "curves.png") > 1000
+
+
+# Per notebook: extra environment (the notebook's parameter cell already holds tiny settings) and a check.
+NOTEBOOK_SETTINGS = {
+    "quickstart": ({"QUICKSTART_EPOCHS": "1", "QUICKSTART_DIR": "{out}/runs"}, check_quickstart),
+}
+
+
+def test_every_notebook_is_stored_without_outputs():
+    nbformat = pytest.importorskip("nbformat")
+    assert NOTEBOOKS
+    for path in NOTEBOOKS:
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "code":
+                assert not cell.outputs and cell.execution_count is None, f"{path.name} is stored with outputs"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_executes(path, tmp_path, monkeypatch):
+    """Runs the notebook top to bottom in a fresh kernel (tiny settings); any error fails the test."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    monkeypatch.setenv("QUICKSTART_EPOCHS", "1")
-    monkeypatch.setenv("QUICKSTART_DIR", str(tmp_path / "runs"))
-    notebook = nbformat.read(REPO / "notebooks" / "quickstart.ipynb", as_version=4)
-    client = nbclient.NotebookClient(notebook, timeout=600, kernel_name="python3",
+    env, check = NOTEBOOK_SETTINGS.get(path.stem, ({}, None))
+    monkeypatch.setenv("LIT_KD_NOTEBOOK_DIR", str(tmp_path))  # where the notebooks write runs and data
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value.format(out=tmp_path))
+    notebook = nbformat.read(path, as_version=4)
+    client = nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
                                      resources={"metadata": {"path": str(REPO)}})
     client.execute()
-    outputs = "".join(o.get("text", "") for cell in notebook.cells for o in cell.get("outputs", []))
-    assert "student test accuracy" in outputs
-    assert (tmp_path / "runs" / "curves.png").is_file()
-    assert os.path.getsize(tmp_path / "runs" / "curves.png") > 1000
+    assert not [o for cell in notebook.cells for o in cell.get("outputs", []) if o.get("output_type") == "error"]
+    if check is not None:
+        outputs = "".join(o.get("text", "") for cell in notebook.cells for o in cell.get("outputs", []))
+        check(outputs, tmp_path)
