@@ -84,7 +84,7 @@ def check_quickstart(outputs: str, out: Path) -> None:
 
 # Per notebook: extra environment (the notebook's parameter cell already holds tiny settings) and a check.
 NOTEBOOK_SETTINGS = {
-    "quickstart": ({"QUICKSTART_EPOCHS": "1", "QUICKSTART_DIR": "{out}/runs"}, check_quickstart),
+    "quickstart": ({"QUICKSTART_EPOCHS": "1", "QUICKSTART_THREADS": "1", "QUICKSTART_DIR": "{out}/runs"}, check_quickstart),
 }
 
 
