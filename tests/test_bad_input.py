@@ -398,3 +398,10 @@ def test_two_process_ddp_equals_one_process_with_the_doubled_batch(tmp_path):
         assert torch.equal(ranks[0]["student"][key], ranks[1]["student"][key]), key  # the ranks agree exactly
         if value.is_floating_point():  # DDP = one process with the doubled batch, up to float32 summation order
             torch.testing.assert_close(ranks[0]["student"][key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_an_empty_checkpoint_path_is_refused_instead_of_loading_nothing():
+    from lit_kd.models import create_model
+
+    with pytest.raises(ValueError, match="empty checkpoint path"):
+        create_model(ModelSpec("resnet8", num_classes=10, checkpoint=""))

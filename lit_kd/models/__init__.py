@@ -88,6 +88,10 @@ def create_model(spec: ModelSpec | str, **overrides: Any) -> nn.Module:
     kwargs = dict(spec.model_kwargs)
     if spec.num_classes is not None:
         kwargs["num_classes"] = spec.num_classes
+    if spec.checkpoint is not None and not str(spec.checkpoint).strip():
+        # An empty path (e.g. ModelCheckpoint.last_model_path without save_last) would load nothing, silently.
+        raise ValueError(f"ModelSpec({spec.name!r}) has an empty checkpoint path: give the file to load, or "
+                         "leave checkpoint unset (None) for fresh weights.")
     model = timm.create_model(spec.name, pretrained=spec.pretrained and spec.checkpoint is None, **kwargs)
     if spec.checkpoint:
         load_weights(model, spec.checkpoint, key=spec.checkpoint_key)

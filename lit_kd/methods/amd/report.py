@@ -11,12 +11,11 @@ __all__ = ["plot_candidates"]
 
 def plot_candidates(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     """Accuracy vs scale of the candidates, with the chosen teacher assistant marked."""
-    import matplotlib
+    # A bare Figure (no pyplot): the caller's matplotlib backend, e.g. a notebook's inline one, is left alone.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig = Figure(figsize=(5, 3.5))
+    ax = fig.subplots()
     ax.plot([r["scale"] for r in rows], [100 * r["val_acc"] for r in rows], "o-", label="candidates")
     for r in rows:
         if r["chosen"]:
@@ -27,5 +26,4 @@ def plot_candidates(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
