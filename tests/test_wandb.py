@@ -21,6 +21,7 @@ def no_wandb_account(tmp_path, monkeypatch):
 
 def test_offline_without_credentials_and_the_users_choice_otherwise(no_wandb_account, monkeypatch):
     import os
+import time
 
     netrc = no_wandb_account / "netrc"
     assert not has_wandb_credentials()
@@ -55,7 +56,12 @@ def test_cli_with_the_wandb_overlay_runs_offline_without_asking(no_wandb_account
     finally:
         wandb.finish()
     runs = list((no_wandb_account / "runs" / "wandb" / "wandb").glob("offline-run-*"))
-    assert runs and list(runs[0].glob("run-*.wandb"))
+    assert runs
+    # The W&B service process writes the run's log file; under load it may land just after finish() returns.
+    deadline = time.monotonic() + 30
+    while not list(runs[0].glob("run-*.wandb")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert list(runs[0].glob("run-*.wandb")), sorted(p.name for p in runs[0].rglob("*"))
 
 
 @pytest.fixture(scope="module")
