@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from lit_kd.wandb_mode import has_wandb_credentials, offline_unless_logged_in
@@ -21,7 +23,6 @@ def no_wandb_account(tmp_path, monkeypatch):
 
 def test_offline_without_credentials_and_the_users_choice_otherwise(no_wandb_account, monkeypatch):
     import os
-import time
 
     netrc = no_wandb_account / "netrc"
     assert not has_wandb_credentials()
