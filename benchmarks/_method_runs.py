@@ -1,0 +1,226 @@
+"""Shared machinery of the method-table benchmarks (logit_methods_cifar10, feature_methods_cifar10).
+
+Each row is one of lit_kd's shipped configs (the method's published hyperparameters), rewritten for
+real CIFAR-10 and a common budget: the networks are replaced (pretrained resnet56_a teacher, or the
+four pretrained CIFAR-10 ResNets as an ensemble; the row's student), every row gets the same
+optimizer, schedule, epochs and seed, and the method's epoch-counted knobs (warm-ups, curricula,
+initialization stages, written for 240 epochs) are scaled to the budget. The rewritten config is
+saved beside the run and the run goes through ``lit-kd fit`` in a subprocess, so what is measured is
+exactly what a user of the config gets.
+
+Reported per run: the run summary (last / best-val with the test accuracy at that epoch / best-test)
+and the median training-step time, measured by :class:`StepTimer` over the whole fit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import yaml
+
+from benchmarks._common import REPO, SHARED_DATA, cifar10_dir
+
+TEACHERS = SHARED_DATA / "teachers"
+RESNET56_A = {"name": "resnet56_a", "num_classes": 10, "checkpoint": str(TEACHERS / "resnet56-4bfd9763.th")}
+RESNET20_A_PRETRAINED = {"name": "resnet20_a", "num_classes": 10, "checkpoint": str(TEACHERS / "resnet20-12fca82f.th")}
+ENSEMBLE = [
+    RESNET20_A_PRETRAINED,
+    {"name": "resnet32_a", "num_classes": 10, "checkpoint": str(TEACHERS / "resnet32-d509ac18.th")},
+    {"name": "resnet44_a", "num_classes": 10, "checkpoint": str(TEACHERS / "resnet44-014dd654.th")},
+    RESNET56_A,
+]
+# The literature's CIFAR schedule that the configs' epoch-counted knobs were written for.
+PAPER_EPOCHS = 240
+EPOCH_KNOBS = ("warmup_epochs", "curriculum_epochs", "pretrain_epochs")
+
+
+@dataclass
+class Row:
+    """One benchmark row: a shipped config and how to adapt it."""
+
+    tag: str
+    config: str
+    teacher: dict | None = None
+    set_args: dict[str, Any] = field(default_factory=dict)
+    keep_optimizer: bool = False  # ViT rows keep their AdamW + warm-up cosine recipe
+
+
+class StepTimer(L.Callback):
+    """Wall-clock of every training step (batch start to batch end, optimizer step included);
+    writes ``step_times.json`` (median and count, first steps skipped as warm-up) in ``dirpath``."""
+
+    def __init__(self, dirpath: str, skip: int = 5) -> None:
+        self.dirpath = dirpath
+        self.skip = skip
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Parameters the method trains besides the student: connectors, embeddings, peers, temperature.
+        student = getattr(pl_module, "student", None)
+        own = {id(p) for p in student.parameters()} if student is not None else set()
+        self.extra_parameters = sum(p.numel() for p in pl_module.parameters() if p.requires_grad and id(p) not in own)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.times.append(time.perf_counter() - self._start)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        kept = self.times[self.skip:] or self.times
+        Path(self.dirpath, "step_times.json").write_text(json.dumps(
+            {"median_s": statistics.median(kept), "steps": len(self.times),
+             "extra_parameters": getattr(self, "extra_parameters", None)}))
+
+
+def derive_config(row: Row, student: dict, epochs: int, seed: int, out: Path,
+                  limit_train_batches: int | None, limit_val_batches: int | None = None) -> dict:
+    """The row's shipped config rewritten for CIFAR-10, the given student and the common budget."""
+    config = yaml.safe_load((REPO / row.config).read_text())
+    args = config["model"]["init_args"]
+    scale = epochs / PAPER_EPOCHS
+    for key in EPOCH_KNOBS:
+        if key in args:
+            # Warm-ups and curricula take at least one epoch (1 = full weight from the start); an
+            # initialization stage may round to none.
+            args[key] = max(int(round(args[key] * scale)), 0 if key == "pretrain_epochs" else 1)
+    if "teacher" in args:
+        args["teacher"] = row.teacher or RESNET56_A
+    if "teachers" in args:
+        args["teachers"] = ENSEMBLE
+    if "student" in args:
+        args["student"] = {**student, **({k: v for k, v in args["student"].items() if k not in ("name", "num_classes")}
+                                          if row.keep_optimizer else {})}
+    if "peers" in args:
+        args["peers"] = [student, student]
+    args.update(row.set_args)
+    if row.keep_optimizer:
+        scheduler = args.get("lr_scheduler", {})
+        if "warmup_steps" in scheduler.get("init_args", {}):
+            scheduler["init_args"]["warmup_steps"] = max(1, int(round(scheduler["init_args"]["warmup_steps"] * scale)))
+    else:
+        args["optimizer"] = {"class_path": "torch.optim.SGD",
+                             "init_args": {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}}
+        args["lr_scheduler"] = {"class_path": "torch.optim.lr_scheduler.CosineAnnealingLR",
+                                "init_args": {"T_max": epochs}}
+        args.pop("scheduler_interval", None)
+    data = config["data"]["init_args"]
+    data.update(dataset="cifar10", data_dir=str(cifar10_dir()), val_split=0.1)
+    if not row.keep_optimizer:
+        data["batch_size"] = 64
+    config["seed_everything"] = seed
+    config["trainer"] = {
+        "max_epochs": epochs, "default_root_dir": str(out), "accelerator": "cpu", "devices": 1,
+        "enable_progress_bar": False, "num_sanity_val_steps": 0, "enable_checkpointing": False,
+        "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(out), "name": "logs"}},
+        "callbacks": [{"class_path": "benchmarks._method_runs.StepTimer", "init_args": {"dirpath": str(out)}}],
+    }
+    if limit_train_batches:
+        config["trainer"]["limit_train_batches"] = limit_train_batches
+    if limit_val_batches:
+        config["trainer"]["limit_val_batches"] = limit_val_batches
+    return config
+
+
+def run_row(row: Row, student: dict, epochs: int, seed: int, root: Path, limit_train_batches: int | None,
+            limit_val_batches: int | None = None) -> dict:
+    """Fit one row through ``lit-kd fit`` in a subprocess; return its summary and step time."""
+    out = root / f"{row.tag}-{student['name']}-seed{seed}"
+    summary_path = out / "logs" / "version_0" / "summary.json"
+    if summary_path.exists() and (out / "step_times.json").exists():  # finished earlier: reuse
+        return collect(row, student, seed, out, summary_path, wall_s=None)
+    out.mkdir(parents=True, exist_ok=True)
+    config = derive_config(row, student, epochs, seed, out, limit_train_batches, limit_val_batches)
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "lit_kd.cli", "fit", "--config", str(out / "config.yaml")],
+                          cwd=REPO, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    (out / "fit.log").write_text(done.stdout + done.stderr)
+    if done.returncode != 0 or not summary_path.exists():
+        print(f"{row.tag} / {student['name']} / seed {seed} failed; see {out / 'fit.log'}", flush=True)
+        return {"tag": row.tag, "student": student["name"], "seed": seed, "failed": True,
+                "error": (done.stderr or done.stdout).strip().splitlines()[-1:]}
+    return collect(row, student, seed, out, summary_path, wall)
+
+
+def collect(row: Row, student: dict, seed: int, out: Path, summary_path: Path, wall_s: float | None) -> dict:
+    record = json.loads(summary_path.read_text())
+    timing = json.loads((out / "step_times.json").read_text())
+    record.update(tag=row.tag, config=row.config, student=student["name"], seed=seed, wall_s=wall_s,
+                  step_s=timing["median_s"], extra_parameters=timing.get("extra_parameters"),
+                  derived_config=str(out / "config.yaml"))
+    print(json.dumps({k: record.get(k) for k in ("tag", "student", "seed", "step_s", "wall_s")}), flush=True)
+    return record
+
+
+def table(rows: list[dict], baseline: str = "kd", extra_parameters: bool = False) -> list[str]:
+    """Markdown table: mean ± half-range over seeds of last val/test, best val, test at best val and
+    best test (in %), and the median step time ÷ the baseline's (same student, same seed)."""
+    def stats(values: list[float]) -> str:
+        if not values:
+            return "—"
+        mean = 100 * statistics.fmean(values)
+        half = 100 * (max(values) - min(values)) / 2
+        return f"{mean:.2f} ± {half:.2f}" if len(values) > 1 else f"{mean:.2f}"
+
+    ok = [r for r in rows if not r.get("failed")]
+    step_of = {(r["tag"], r["student"], r["seed"]): r["step_s"] for r in ok}
+    extra_head = " trained besides the student |" if extra_parameters else ""
+    lines = ["| student | method | last val | last test | best val | test @ best val | best test | step ÷ KD | seeds |"
+             + extra_head, "|---|---|---|---|---|---|---|---|---|" + ("---|" if extra_parameters else "")]
+    keys = list(dict.fromkeys((r["student"], r["tag"]) for r in rows))
+    for student, tag in keys:
+        group = [r for r in ok if r["student"] == student and r["tag"] == tag]
+        if not group:
+            lines.append(f"| {student} | {tag} | failed | | | | | | |" + (" |" if extra_parameters else ""))
+            continue
+        ratios = [r["step_s"] / step_of[(baseline, student, r["seed"])] for r in group
+                  if (baseline, student, r["seed"]) in step_of]
+        ratio = f"{statistics.fmean(ratios):.2f}" if ratios else "—"
+        cells = [stats([r["last"]["val_acc"] for r in group]), stats([r["last"]["test_acc"] for r in group]),
+                 stats([r["best_val"]["val_acc"] for r in group]), stats([r["best_val"]["test_acc"] for r in group]),
+                 stats([r["best_test"]["test_acc"] for r in group])]
+        extra = f" {group[0].get('extra_parameters') or 0:,} |" if extra_parameters else ""
+        lines.append(f"| {student} | {tag} | {' | '.join(cells)} | {ratio} | {len(group)} |" + extra)
+    return lines
+
+
+def verdicts(rows: list[dict], baseline: str = "kd", metric: str = "test_at_best_val") -> list[str]:
+    """One plain sentence per student: which methods beat the baseline at this budget (mean test
+    accuracy at the best-val epoch above the baseline's by more than both seed spreads), which fall
+    below it, and which cannot be told apart from it."""
+    def value(r: dict) -> float:
+        return r["best_val"]["test_acc"]
+
+    ok = [r for r in rows if not r.get("failed")]
+    lines = []
+    for student in dict.fromkeys(r["student"] for r in ok):
+        base = [value(r) for r in ok if r["student"] == student and r["tag"] == baseline]
+        if not base:
+            continue
+        b_mean, b_half = statistics.fmean(base), (max(base) - min(base)) / 2
+        above, below, tied = [], [], []
+        for tag in dict.fromkeys(r["tag"] for r in ok if r["student"] == student and r["tag"] != baseline):
+            vals = [value(r) for r in ok if r["student"] == student and r["tag"] == tag]
+            mean, half = statistics.fmean(vals), (max(vals) - min(vals)) / 2
+            diff = 100 * (mean - b_mean)
+            entry = f"{tag} ({diff:+.2f})"
+            margin = b_half + half
+            (above if mean - b_mean > margin else below if b_mean - mean > margin else tied).append(entry)
+        lines.append(f"- **{student}** (KD: {100 * b_mean:.2f}% test at best val). Above KD beyond the seed spread: "
+                     f"{', '.join(above) or 'none'}. Below: {', '.join(below) or 'none'}. "
+                     f"Within the spread: {', '.join(tied) or 'none'}.")
+    return lines
