@@ -14,6 +14,7 @@ and the median training-step time, measured by :class:`StepTimer` over the whole
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -62,6 +63,7 @@ class StepTimer(L.Callback):
         self.dirpath = dirpath
         self.skip = skip
         self.times: list[float] = []
+        self.extra_parameters: int | None = None
         self._start = 0.0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -81,7 +83,34 @@ class StepTimer(L.Callback):
         kept = self.times[self.skip:] or self.times
         Path(self.dirpath, "step_times.json").write_text(json.dumps(
             {"median_s": statistics.median(kept), "steps": len(self.times),
-             "extra_parameters": getattr(self, "extra_parameters", None)}))
+             "extra_parameters": self.extra_parameters}))
+
+
+def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
+    """The budget options both method tables take."""
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--limit-train-batches", type=int, default=None)
+    parser.add_argument("--limit-val-batches", type=int, default=None,
+                        help="smoke runs only: evaluate this many batches of each validation split")
+
+
+def describe_budget(args: argparse.Namespace) -> tuple[str, str, bool]:
+    """``(tag, per-epoch description, smoke)``: the tag names the runs' folder and, for a smoke budget
+    (limited batches), the result files, so a smoke table never replaces the real one."""
+    tag = (f"{args.epochs}ep" + (f"-{args.limit_train_batches}b" if args.limit_train_batches else "")
+           + (f"-{args.limit_val_batches}vb" if args.limit_val_batches else ""))
+    per_epoch = (f"{args.limit_train_batches} training batches of 64 per epoch (a smoke budget, NOT the issue's "
+                 "full epochs)" if args.limit_train_batches else "full epochs (703 batches of 64)")
+    if args.limit_val_batches:
+        per_epoch += (f", validation on {args.limit_val_batches} batches of each split only (smoke: accuracies are "
+                      "not comparable to full-split figures)")
+    return tag, per_epoch, bool(args.limit_train_batches or args.limit_val_batches)
+
+
+def teacher_val_acc(records: list[dict]) -> float | None:
+    """The teacher's held-out accuracy, as the first run that measured it logged it."""
+    return next((r.get("teacher_val_acc") for r in records if r.get("teacher_val_acc")), None)
 
 
 def derive_config(row: Row, student: dict, epochs: int, seed: int, out: Path,
@@ -198,7 +227,7 @@ def table(rows: list[dict], baseline: str = "kd", extra_parameters: bool = False
     return lines
 
 
-def verdicts(rows: list[dict], baseline: str = "kd", metric: str = "test_at_best_val") -> list[str]:
+def verdicts(rows: list[dict], baseline: str = "kd") -> list[str]:
     """One plain sentence per student: which methods beat the baseline at this budget (mean test
     accuracy at the best-val epoch above the baseline's by more than both seed spreads), which fall
     below it, and which cannot be told apart from it."""

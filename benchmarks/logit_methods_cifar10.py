@@ -23,7 +23,8 @@ import json
 from pathlib import Path
 
 from benchmarks._common import pct, write_results
-from benchmarks._method_runs import RESNET20_A_PRETRAINED, Row, run_row, table, verdicts
+from benchmarks._method_runs import (RESNET20_A_PRETRAINED, Row, add_budget_arguments, describe_budget, run_row,
+                                     table, teacher_val_acc, verdicts)
 
 C100 = "configs/cifar100/"
 ROWS = [
@@ -51,17 +52,12 @@ STUDENTS = {"resnet20_a": {"name": "resnet20_a", "num_classes": 10}, "resnet8": 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    add_budget_arguments(parser)
     parser.add_argument("--students", nargs="+", default=list(STUDENTS), choices=list(STUDENTS))
     parser.add_argument("--methods", nargs="+", default=[r.tag for r in ROWS], choices=[r.tag for r in ROWS])
-    parser.add_argument("--limit-train-batches", type=int, default=None)
-    parser.add_argument("--limit-val-batches", type=int, default=None,
-                        help="smoke runs only: evaluate this many batches of each validation split")
     parser.add_argument("--out", default=str(Path.home() / ".cache" / "lit_kd" / "bench_logit_methods"))
     args = parser.parse_args()
-    budget = (f"{args.epochs}ep" + (f"-{args.limit_train_batches}b" if args.limit_train_batches else "")
-              + (f"-{args.limit_val_batches}vb" if args.limit_val_batches else ""))
+    budget, per_epoch, smoke = describe_budget(args)
     root = Path(args.out) / budget
     records = []
     for student in args.students:
@@ -71,14 +67,8 @@ def main() -> None:
                     continue
                 records.append(run_row(row, STUDENTS[student], args.epochs, seed, root, args.limit_train_batches,
                                        args.limit_val_batches))
-    smoke = bool(args.limit_train_batches or args.limit_val_batches)
     name = "logit_methods_cifar10" + (f"_smoke_{budget}" if smoke else "")
-    per_epoch = (f"{args.limit_train_batches} training batches of 64 per epoch (a smoke budget, NOT the issue's "
-                 "full epochs)" if args.limit_train_batches else "full epochs (703 batches of 64)")
-    if args.limit_val_batches:
-        per_epoch += (f", validation on {args.limit_val_batches} batches of each split only (smoke: accuracies are "
-                      "not comparable to full-split figures)")
-    teacher_acc = next((r.get("teacher_val_acc") for r in records if r.get("teacher_val_acc")), None)
+    teacher_acc = teacher_val_acc(records)
     lines = ["# Logit-based, multi-teacher, self- and online methods vs KD on real CIFAR-10", "",
              f"Budget: {args.epochs} epochs, {per_epoch}; seeds {', '.join(map(str, args.seeds))}; SGD 0.05 + cosine, "
              "batch 64, consistent augmentation; 45k train / 5k held-out val / 10k test. Teacher: pretrained "
