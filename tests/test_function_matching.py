@@ -224,7 +224,7 @@ def test_loss_is_label_free_zero_for_a_copy_and_only_the_student_gets_gradients(
     module.train()
     batch = training_batch("consistent")
     _, losses = module.training_losses(batch)
-    module._mix_batches -= 1  # replay the same mixup coefficient
+    module.mix_draws.draws -= 1  # replay the same mixup coefficient
     _, relabelled = module.training_losses(dataclasses.replace(batch, target=(batch.target + 1) % 10))
     assert losses["loss"].item() > 0 and relabelled["loss"].item() == pytest.approx(losses["loss"].item(), rel=1e-6)
     losses["loss"].backward()

@@ -23,7 +23,7 @@ from lit_kd.losses.logits import check_temperature
 from lit_kd.methods.base import DistillationModule
 from lit_kd.methods.function_matching.teacher_cache import TeacherCache, canonical_identity
 from lit_kd.models import ModelSpec, module_fingerprint
-from lit_kd.seeding import base_seed, mix_seed
+from lit_kd.seeding import SeededDraws
 
 __all__ = ["FunctionMatching", "View", "check_resolutions"]
 
@@ -161,9 +161,7 @@ class FunctionMatching(DistillationModule):
         self._warned_no_index = False
         # Mixup randomness: one CPU generator reseeded per batch from (seed, rank, batch count), both
         # saved in checkpoints, so a resumed run draws the same coefficients.
-        self._mix_seed: int | None = None
-        self._mix_batches = 0
-        self._mix_generator: torch.Generator | None = None  # made on first use; reseeded every batch
+        self.mix_draws = SeededDraws()  # one reseeded CPU generator per batch; checkpointed
 
     # ------------------------------------------------------------------ setup checks
     def setup(self, stage: str) -> None:
@@ -225,26 +223,10 @@ class FunctionMatching(DistillationModule):
         return cache
 
     # ------------------------------------------------------------------ mixup randomness
-    def _next_mix_generator(self) -> torch.Generator:
-        if self._mix_seed is None:
-            self._mix_seed = base_seed()
-        rank = self.trainer.global_rank if self._trainer is not None else 0
-        if self._mix_generator is None:
-            self._mix_generator = torch.Generator()
-        self._mix_generator.manual_seed(mix_seed(self._mix_seed, rank, self._mix_batches))
-        self._mix_batches += 1
-        return self._mix_generator
-
-    def __getstate__(self) -> dict[str, Any]:
-        # torch.Generator objects cannot cross process boundaries (ddp_spawn pickles the module); the
-        # generator holds no state worth keeping, since it is reseeded before every batch.
-        state = dict(super().__getstate__())
-        state["_mix_generator"] = None
-        return state
-
     def sample_mix(self) -> MixParams:
         """The next batch's mixing parameters (coefficient, CutMix box)."""
-        return sample_mix(self.mixup_alpha, self._next_mix_generator(), cutmix=self.cutmix)
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        return sample_mix(self.mixup_alpha, self.mix_draws.next(torch.device("cpu"), rank), cutmix=self.cutmix)
 
     # ------------------------------------------------------------------ training
     def _views(self, batch: KDBatch) -> tuple[Tensor, Tensor]:
@@ -320,11 +302,10 @@ class FunctionMatching(DistillationModule):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["lit_kd"]["mixup"] = {"seed": self._mix_seed, "batches": self._mix_batches}
+        checkpoint["lit_kd"]["mixup"] = self.mix_draws.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("lit_kd", {}).get("mixup")
         if state:
-            self._mix_seed = state.get("seed")
-            self._mix_batches = int(state.get("batches", 0))
+            self.mix_draws.load_state_dict(state)
