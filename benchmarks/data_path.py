@@ -15,7 +15,7 @@ import time
 import torch
 
 import lit_kd  # noqa: F401
-from lit_kd import ModelSpec, Supervised
+from lit_kd import KDBatch, ModelSpec, Supervised
 from lit_kd.data import KDDataModule
 from benchmarks._common import cifar10_dir, write_results
 
@@ -37,7 +37,7 @@ def student_rate(name: str, classes: int, steps: int = 20, batch: int = 64) -> f
     module = Supervised(ModelSpec(name, num_classes=classes))
     module.train()
     opt = torch.optim.SGD(module.student.parameters(), lr=0.01, momentum=0.9)
-    data = {"image": torch.rand(batch, 3, 32, 32), "target": torch.randint(0, classes, (batch,))}
+    data = KDBatch(image=torch.rand(batch, 3, 32, 32), target=torch.randint(0, classes, (batch,)))
     for i in range(steps + 3):
         if i == 3:
             start = time.perf_counter()

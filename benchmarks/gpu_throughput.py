@@ -29,7 +29,7 @@ PAIRS = [("resnet32x4", "resnet8x4", 100, 32, 128), ("resnet34", "resnet18", 100
 
 def measure(teacher: str, student: str, classes: int, size: int, batch: int, compiled: bool, precision: str,
             channels_last: bool, rounds: int) -> dict:
-    from lit_kd import KD, ModelSpec, Supervised
+    from lit_kd import KD, KDBatch, ModelSpec, Supervised
 
     torch.manual_seed(0)
     torch._dynamo.reset()
@@ -44,7 +44,7 @@ def measure(teacher: str, student: str, classes: int, size: int, batch: int, com
         module.setup("fit")  # channels-last conversion and compilation, as a fit does
         module.train()
     images = torch.rand(batch, 3, size, size, device="cuda")
-    data = {"image": images, "teacher_image": images, "target": torch.randint(0, classes, (batch,), device="cuda")}
+    data = KDBatch(image=images, target=torch.randint(0, classes, (batch,), device="cuda"))
     opt_kd = torch.optim.SGD(kd.student.parameters(), lr=0.01, momentum=0.9)
     opt_base = torch.optim.SGD(baseline.student.parameters(), lr=0.01, momentum=0.9)
 

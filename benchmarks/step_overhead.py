@@ -22,7 +22,7 @@ import time
 import torch
 
 import lit_kd  # noqa: F401
-from lit_kd import KD, ModelSpec, Supervised
+from lit_kd import KD, KDBatch, ModelSpec, Supervised
 from benchmarks._common import write_results
 
 PAIRS = [("resnet32x4", "resnet8x4", 100), ("resnet56_a", "resnet20_a", 10)]
@@ -45,7 +45,7 @@ def measure(teacher_name: str, student_name: str, classes: int, rounds: int, bat
     baseline.train()
     teacher = kd.teacher
     images = torch.rand(batch, 3, 32, 32, device=device)
-    data = {"image": images, "teacher_image": images, "target": torch.randint(0, classes, (batch,), device=device)}
+    data = KDBatch(image=images, target=torch.randint(0, classes, (batch,), device=device))
     opt_kd = torch.optim.SGD(kd.student.parameters(), lr=0.01, momentum=0.9)
     opt_base = torch.optim.SGD(baseline.student.parameters(), lr=0.01, momentum=0.9)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
