@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from lit_kd.wandb_mode import has_wandb_credentials, offline_unless_logged_in
@@ -213,3 +215,15 @@ def test_readme_describes_every_registered_name():
     missing = [m.at("val") for m in names.REGISTRY if not m.regex and f"`{m.at('val')}`" not in section]
     assert not missing, f"not described in the README's 'Seeing what happens': {missing}"
     assert "wandb sync" in section and "offline" in section
+
+
+def test_dashboard_without_wandb_workspaces_is_one_plain_error(monkeypatch, capsys):
+    from lit_kd.cli import main
+
+    for name in ("wandb_workspaces", "wandb_workspaces.reports.v2", "wandb_workspaces.workspaces"):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails as if the extra were not installed
+    with pytest.raises(SystemExit) as exit_:
+        main(["dashboard", "--entity", "e", "--project", "p", "--dry-run"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lit-kd: error:") and "lit-kd[dashboard]" in err and "Traceback" not in err
