@@ -50,6 +50,8 @@ def build_workspace(entity: str, project: str, method: str | None = None, split:
     if chain is not None:
         overview = [reports.LinePlot(title=f"{split} accuracy per step", x="Step", y=[names.key(names.ACC, split)]),
                     reports.BarPlot(title="best val accuracy per step", metrics=[names.SUMMARY_BEST_VAL])]
+        overview += [_panel(reports, metric, split) for metric in names.metrics_in("AssistantChain")
+                     if metric.section == names.CHAIN_SECTION]
         sections.append(workspaces.Section(name=f"Chain {chain}: overview", panels=overview, is_open=True))
     for section in names.SECTIONS:
         panels = []

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Metric", "REGISTRY", "key", "metrics_in", "SECTIONS",
+__all__ = ["Metric", "REGISTRY", "key", "metrics_in", "SECTIONS", "CHAIN_SECTION",
            "ACC", "ACC_TOP5", "LOSS", "TEACHER_ACC", "ACC_GAP", "AGREEMENT", "KL", "ECE", "TEACHER_ECE",
            "RELIABILITY", "CLASS_GAP", "CLASS_GAP_PLOT", "DISAGREEMENTS", "TRAIN_LOSS", "TRAIN_ACC",
            "IMAGES_PER_SEC", "LOSS_TERMS", "LEARNING_RATE", "SUMMARY_LAST_VAL", "SUMMARY_BEST_VAL",
            "SUMMARY_TEST_AT_BEST_VAL", "SUMMARY_BEST_TEST", "SUMMARY_FINAL_TEST", "AMD_CANDIDATES",
-           "AMD_CANDIDATES_PLOT", "DISTPRO_PROCESS", "DISTPRO_ALPHA", "DISTPRO_FINAL_WEIGHTS"]
+           "AMD_CANDIDATES_PLOT", "DISTPRO_PROCESS", "DISTPRO_ALPHA", "DISTPRO_FINAL_WEIGHTS",
+           "FUNCTION_MATCHING_VIEWS", "TRAIN_AGREEMENT", "INDISTILL_STAGE", "RETRIEVAL_MAP", "RETRIEVAL_PRECISION",
+           "RETRIEVAL_PR_CURVE", "CHAIN_OVERVIEW"]
 
 # ---------------------------------------------------------------- per validation split ({split}/...)
 ACC = "{split}/acc"  # StudentModule: the student's top-1 accuracy
@@ -55,6 +57,13 @@ AMD_CANDIDATES_PLOT = "amd/candidates_plot"  # AMDReport: accuracy vs scale, cho
 DISTPRO_PROCESS = "distpro/process"  # DistProReport: the α trajectory of every pathway (image)
 DISTPRO_ALPHA = "distpro/alpha_heatmap"  # DistProReport: α of every pathway over steps as a heatmap (image)
 DISTPRO_FINAL_WEIGHTS = "distpro/final_weights"  # DistProReport (table)
+FUNCTION_MATCHING_VIEWS = "function_matching/views"  # FunctionMatchingReport: the images fed, once per epoch (image)
+TRAIN_AGREEMENT = "train/agreement_step"  # FunctionMatching: teacher-student top-1 match on the fed images, per step
+INDISTILL_STAGE = "indistill/curriculum_stage"  # InDistill: 1..L layer pair, L+1 embedding (PKT), L+2 hand-over
+RETRIEVAL_MAP = r"^retrieval/map_"  # RetrievalEvaluation: mAP per distance (regex: one key per distance)
+RETRIEVAL_PRECISION = r"^retrieval/precision@"  # RetrievalEvaluation: precision@k per distance (regex)
+RETRIEVAL_PR_CURVE = "retrieval/pr_curve"  # RetrievalEvaluation: interpolated precision-recall curves (image)
+CHAIN_OVERVIEW = "chain/overview"  # ChainRunner: step, network, parameters, accuracy, time (table, per step's run)
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,8 @@ def key(name: str, split: str = "val") -> str:
 
 #: Dashboard sections, in order.
 SECTIONS = ("Accuracy", "Losses", "Diagnostics", "Pictures", "Throughput and learning rate", "Method")
+#: A chain's own section, shown first in a chain's workspace (``lit-kd dashboard --chain``).
+CHAIN_SECTION = "Chain"
 
 _DIAG = "DistillationDiagnostics"
 REGISTRY: tuple[Metric, ...] = (
@@ -121,6 +132,20 @@ REGISTRY: tuple[Metric, ...] = (
     Metric(DISTPRO_PROCESS, "image", "Method", "DistPro process", "DistProReport", methods=("DistPro",)),
     Metric(DISTPRO_FINAL_WEIGHTS, "table", "Method", "DistPro final pathway weights", "DistProReport",
            methods=("DistPro",)),
+    Metric(FUNCTION_MATCHING_VIEWS, "image", "Method", "function matching: the images fed (shared view, mixup)",
+           "FunctionMatchingReport", methods=("FunctionMatching",)),
+    Metric(TRAIN_AGREEMENT, "scalar", "Method", "teacher-student agreement on the fed images, per step",
+           "FunctionMatching", methods=("FunctionMatching",)),
+    Metric(INDISTILL_STAGE, "scalar", "Method", "InDistill curriculum (layer pair, then embedding, then hand-over)",
+           "InDistill", methods=("InDistill",)),
+    Metric(RETRIEVAL_MAP, "scalar", "Method", "retrieval mAP", "RetrievalEvaluation", methods=("InDistill",),
+           regex=True),
+    Metric(RETRIEVAL_PRECISION, "scalar", "Method", "retrieval precision@k", "RetrievalEvaluation",
+           methods=("InDistill",), regex=True),
+    Metric(RETRIEVAL_PR_CURVE, "image", "Method", "retrieval precision-recall curve", "RetrievalEvaluation",
+           methods=("InDistill",)),
+    Metric(CHAIN_OVERVIEW, "table", CHAIN_SECTION, "chain overview: step, network, parameters, accuracy, time",
+           "ChainRunner", methods=("AssistantChain",)),
 )
 
 

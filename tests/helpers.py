@@ -79,3 +79,42 @@ def wandb_logged_keys(run_dir: Path) -> dict[str, set[str]]:
             elif kind == "summary":
                 keys["summary"] |= {item.key or item.nested_key[0] for item in record.summary.update}
     return keys
+
+
+def offline_wandb(fit) -> None:
+    """Run ``fit()`` with W&B offline and silent, then finish every run and stop W&B's service, which
+    waits until the run files are complete; the environment is restored afterwards."""
+    import os
+
+    import wandb
+
+    saved = {name: os.environ.get(name) for name in ("WANDB_MODE", "WANDB_SILENT")}
+    os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true")
+    try:
+        fit()
+    finally:
+        wandb.finish()
+        wandb.teardown()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def panels_without_data(workspace, run_dir: Path) -> list[str]:
+    """The panels of a ``lit-kd dashboard`` workspace whose key the offline run in ``run_dir`` never logged."""
+    import re
+
+    from lit_kd.dashboard import panel_keys
+
+    logged = wandb_logged_keys(run_dir)
+    missing = []
+    for key, kind in panel_keys(workspace).items():
+        if kind == "regex":
+            found = any(re.search(key, logged_key) for logged_key in logged["history"])
+        else:
+            found = key in logged["summary" if kind == "summary" else "history"]
+        if not found:
+            missing.append(f"{kind} {key}")
+    return missing

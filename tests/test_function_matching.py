@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 from functools import partial
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -571,3 +572,36 @@ def test_mid_epoch_resume_equals_an_uninterrupted_run(tmp_path):
     assert trainer.global_step == 12
     for key, value in full.student.state_dict().items():
         assert torch.equal(value, resumed.student.state_dict()[key]), key
+
+
+@pytest.mark.parametrize("view", ["function_matching", "independent"])
+def test_views_picture_shows_exactly_the_pixels_the_networks_read(view, tmp_path):
+    """The report captures the epoch's first batch as fed (after mixup) and draws it; the pixels it keeps
+    are the ones the student and the teacher read, and the picture has one row per distinct view."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    torch.manual_seed(0)
+    student, teacher = Recorder(), Recorder()
+    module = FunctionMatching(student, teacher, view=view, mixup_alpha=1.0, normalize_inputs=False, num_classes=10,
+                              report_views=3, check_teacher=False)
+    seen = []
+
+    class Check(L.Callback):  # runs before the report (a method's own callbacks come last)
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if pl_module.fed_views is not None:
+                seen.append(pl_module.fed_views)
+                torch.testing.assert_close(pl_module.fed_views.student, student.inputs[-1][:3], rtol=0, atol=0)
+                torch.testing.assert_close(pl_module.fed_views.teacher, teacher.inputs[-1][:3], rtol=0, atol=0)
+
+    logger = CSVLogger(tmp_path, name="logs")
+    trainer = tiny_trainer(tmp_path, max_epochs=2, limit_train_batches=2, limit_val_batches=1, logger=logger,
+                           callbacks=[Check()])
+    trainer.fit(module, datamodule=digits(augmentation="consistent" if view != "independent" else view))
+    assert [(v.epoch, v.step) for v in seen] == [(0, 0), (1, 2)]  # the first batch of each epoch only
+    assert all(0.0 <= v.mixup_a <= 1.0 and v.student.shape[0] == 3 for v in seen)
+    assert seen[0].shared == (view == "function_matching")  # one shared tensor, or two views
+    picture = Path(logger.log_dir) / "function_matching_views.png"
+    assert picture.is_file() and picture.stat().st_size > 2000
+    assert module.fed_views is None  # handed to the report and dropped
+    with pytest.raises(ValueError, match="report_views"):
+        fm(report_views=-1)

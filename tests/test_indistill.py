@@ -13,7 +13,7 @@ import lit_kd  # noqa: F401
 from lit_kd.callbacks import RetrievalEvaluation
 from lit_kd.losses import pkt_loss
 from lit_kd.methods import InDistill
-from lit_kd.metrics import retrieval_metrics
+from lit_kd.metrics import retrieval_curve, retrieval_metrics
 from lit_kd.models import ModelSpec, create_model
 from lit_kd.pruning import l1_kept_filters, prune_output_filters
 from lit_kd.taps import TapError
@@ -114,6 +114,8 @@ def test_curriculum_schedule_documented_layers():
     assert stages == [("layer", 0)] * 3 + [("layer", 1)] * 4 + [("layer", 2)] * 5 + [("embedding", None)] * 2
     module.handover_epoch = 13
     assert module.curriculum_stage(12) == ("embedding", None) and module.curriculum_stage(13) == ("handover", None)
+    # the logged position: layer pairs 1..3, then 4 (embedding), then 5 (hand-over)
+    assert [module.curriculum_position(epoch) for epoch in (0, 3, 7, 11, 12, 13)] == [1, 2, 3, 3, 4, 5]
 
 
 class GradientRecorder(L.Callback):
@@ -123,6 +125,7 @@ class GradientRecorder(L.Callback):
         self.blocks: dict[int, set[str]] = {}
         self.losses: dict[int, set[str]] = {}
         self.optimizer_state_at_start: dict[int, int] = {}
+        self.stages: dict[int, float] = {}
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if batch_idx == 0:
@@ -134,6 +137,7 @@ class GradientRecorder(L.Callback):
         self.blocks[trainer.current_epoch] = touched
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.stages[trainer.current_epoch] = float(trainer.callback_metrics["indistill/curriculum_stage"])
         self.losses[trainer.current_epoch] = {k.split("/")[1].removesuffix("_epoch") for k in trainer.callback_metrics
                                               if k.startswith("train/") and k.endswith("_epoch")}
 
@@ -155,6 +159,7 @@ def test_training_targets_the_documented_layer_each_epoch_and_leaves_the_teacher
     assert recorder.blocks[7] == {"block0", "block1", "block2", "fc1", "fc"}  # KD with CE
     assert "layer_mse" in recorder.losses[0] and "pkt" in recorder.losses[6] and "kd" in recorder.losses[7]
     assert all(recorder.optimizer_state_at_start[epoch] == 0 for epoch in range(8))  # reset every epoch
+    assert [recorder.stages[epoch] for epoch in range(8)] == [1, 2, 2, 3, 3, 3, 4, 5]  # the logged curriculum
     after = snapshot(module.teacher)
     assert all(torch.equal(before[k], after[k]) for k in before)
 
@@ -204,6 +209,10 @@ def test_map_and_precision_equal_hand_computed_values_with_ties_and_no_relevant_
                                    max_elements=budget)
         assert scores["map"] == pytest.approx((ap0 + 0.0) / 2)
         assert scores["precision@2"] == pytest.approx((0.5 + 0.0) / 2)
+    curve = retrieval_curve(queries, query_labels, database, database_labels, "euclidean", top_k=2, max_elements=1)
+    assert curve["recall"] == pytest.approx([level / 10 for level in range(11)])
+    assert curve["precision"] == pytest.approx([(1.0 + 0.0) / 2] * 6 + [(0.5 + 0.0) / 2] * 5)  # mean of both queries
+    assert sum(curve["precision"]) / 11 == pytest.approx(curve["map"]) and curve["map"] == pytest.approx(ap0 / 2)
     swapped = retrieval_metrics(queries[:1], query_labels[:1], database[[1, 0, 2, 3]], database_labels[[1, 0, 2, 3]])
     assert swapped["map"] == pytest.approx(0.5)  # the relevant tie now ranks second: precision 1/2 at ranks 2 and 4
     # cosine ranks by angle, not length: the long vector at 0 degrees comes first
@@ -226,6 +235,8 @@ def test_retrieval_callback_logs_map_during_fit(tmp_path):
     assert set(logged) == {"retrieval/map_euclidean", "retrieval/map_cosine", "retrieval/precision@10_euclidean",
                            "retrieval/precision@10_cosine"}
     assert all(0.0 < value <= 1.0 for value in logged.values())
+    picture = tmp_path / "retrieval_pr_curve.png"  # no logger: the run's folder is default_root_dir
+    assert picture.is_file() and picture.stat().st_size > 2000 and set(callback.curves) == {"euclidean", "cosine"}
     again = callback.evaluate(module, data)
     assert again["map_euclidean"] == pytest.approx(logged["retrieval/map_euclidean"], rel=1e-6)
     database = data.database_dataloader()  # the whole training split, in order, without augmentation

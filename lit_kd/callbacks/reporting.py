@@ -23,8 +23,16 @@ __all__ = ["report_dir", "log_table", "log_image", "file_stem", "shows_pictures"
 
 
 def report_dir(trainer: L.Trainer) -> Path:
-    """The run's folder for report files: the first logger's ``log_dir``, else ``default_root_dir``."""
-    return Path(trainer.log_dir or trainer.default_root_dir)
+    """The run's folder for report files: the first logger's folder (as ``Trainer.log_dir`` picks it),
+    else ``default_root_dir``. Unlike ``Trainer.log_dir`` it is no collective, so rank zero alone may
+    call it (under DDP, ``log_dir`` called on one rank waits forever or breaks the next collective)."""
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    folder = None
+    if trainer.loggers:
+        logger = trainer.loggers[0]
+        folder = logger.log_dir if isinstance(logger, (TensorBoardLogger, CSVLogger)) else logger.save_dir
+    return Path(folder or trainer.default_root_dir)
 
 
 def file_stem(key: str) -> str:

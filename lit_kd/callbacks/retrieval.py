@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from lit_kd import metric_names as names
+from lit_kd.callbacks.reporting import log_image, report_dir
 from lit_kd.contract import DataContractError, DataInfo
-from lit_kd.metrics.retrieval import Distance, retrieval_metrics
+from lit_kd.metrics.retrieval import Distance, retrieval_curve
 from lit_kd.taps import FeatureTap
 
 
@@ -22,6 +26,9 @@ class RetrievalEvaluation(L.Callback):
     a query when it has the same label. Metrics (see :func:`lit_kd.metrics.retrieval_metrics`) are
     logged as ``retrieval/map_<distance>`` and ``retrieval/precision@<k>_<distance>`` (fractions),
     after validation every ``every_n_epochs`` epochs (and at the last epoch) and after ``test``.
+    Each evaluation also draws the interpolated precision-recall curve whose mean is the mAP
+    (``retrieval_pr_curve.png`` in the run's folder, logged as ``retrieval/pr_curve`` by loggers that
+    show pictures; ``plot_curve=False`` switches it off); the last curves are kept in ``curves``.
 
     Embeddings are kept on the module's device (``N x D`` floats: 1.28M x 512 is 2.6 GB for
     ImageNet; use a smaller ``embedding_layer`` or evaluate on a subset if that is too much); the
@@ -35,6 +42,7 @@ class RetrievalEvaluation(L.Callback):
             of the student read with :class:`~lit_kd.taps.FeatureTap` and flattened.
         every_n_epochs: evaluate after validation every this many epochs (0: only after ``test``).
         max_elements: chunk budget of the ranking (``queries_per_chunk x database`` entries).
+        plot_curve: draw the precision-recall curve at every evaluation (needs matplotlib).
     """
 
     def __init__(
@@ -44,6 +52,7 @@ class RetrievalEvaluation(L.Callback):
         embedding_layer: int | str = "pre_logits",
         every_n_epochs: int = 1,
         max_elements: int = 2**23,
+        plot_curve: bool = True,
     ) -> None:
         bad = [d for d in distances if d not in ("euclidean", "cosine")]
         if bad or not distances:
@@ -55,6 +64,8 @@ class RetrievalEvaluation(L.Callback):
         self.embedding_layer = embedding_layer
         self.every_n_epochs = every_n_epochs
         self.max_elements = max_elements
+        self.plot_curve = plot_curve
+        self.curves: dict[str, tuple[list[float], list[float]]] = {}  # distance -> (recall, precision)
         self._tap: FeatureTap | None = None
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -63,18 +74,48 @@ class RetrievalEvaluation(L.Callback):
         last = trainer.max_epochs is not None and trainer.current_epoch + 1 >= trainer.max_epochs
         if (trainer.current_epoch + 1) % self.every_n_epochs and not last:
             return
-        self._log(pl_module, self.evaluate(pl_module, trainer.datamodule))
+        self._log(trainer, pl_module, self.evaluate(pl_module, trainer.datamodule))
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._log(pl_module, self.evaluate(pl_module, trainer.datamodule))
+        self._log(trainer, pl_module, self.evaluate(pl_module, trainer.datamodule))
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         # Fail before training, not after the first epoch, when the data has no retrieval database.
         self._info(trainer.datamodule)
 
-    def _log(self, pl_module: L.LightningModule, scores: dict[str, float]) -> None:
+    def _log(self, trainer: L.Trainer, pl_module: L.LightningModule, scores: dict[str, float]) -> None:
         for name, value in scores.items():
             pl_module.log(f"retrieval/{name}", value, sync_dist=False)
+        if self.plot_curve and trainer.is_global_zero:
+            try:
+                path = self.plot(report_dir(trainer) / "retrieval_pr_curve.png",
+                                 title=f"retrieval, epoch {trainer.current_epoch} ({trainer.state.fn})")
+            except ImportError:
+                self.plot_curve = False
+                rank_zero_warn("matplotlib is not installed: no retrieval precision-recall curve")
+                return
+            log_image(trainer, names.RETRIEVAL_PR_CURVE, path)
+
+    def plot(self, path: Path, title: str = "retrieval") -> Path:
+        """The last evaluation's interpolated precision-recall curves (one per distance), saved at ``path``."""
+        from matplotlib.figure import Figure  # not pyplot: a notebook's backend is left alone
+
+        fig = Figure(figsize=(4.5, 3.5))
+        ax = fig.subplots()
+        for distance, (recall, precision) in self.curves.items():
+            mean_ap = sum(precision) / len(precision)
+            ax.plot(recall, [100 * p for p in precision], "o-", label=f"{distance} (mAP {100 * mean_ap:.1f}%)")
+        ax.set_xlabel("recall")
+        ax.set_ylabel("interpolated precision (%)")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.set_title(title)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+        return path
 
     # ------------------------------------------------------------------ evaluation
     def embed(self, pl_module: L.LightningModule, images: Tensor) -> Tensor:
@@ -121,7 +162,8 @@ class RetrievalEvaluation(L.Callback):
         queries, query_labels = self.embeddings(pl_module, info, datamodule.test_dataloader())
         scores: dict[str, float] = {}
         for distance in self.distances:
-            result = retrieval_metrics(queries, query_labels, database, database_labels, distance, self.top_k,
-                                       self.max_elements)
+            result = retrieval_curve(queries, query_labels, database, database_labels, distance, self.top_k,
+                                     self.max_elements)
+            self.curves[distance] = (result.pop("recall"), result.pop("precision"))
             scores.update({f"{name}_{distance}": value for name, value in result.items()})
         return scores

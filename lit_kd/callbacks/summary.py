@@ -11,6 +11,7 @@ import lightning as L
 from lightning.pytorch.utilities import rank_zero_only
 
 from lit_kd import metric_names as names
+from lit_kd.callbacks.reporting import report_dir
 
 
 class RunSummary(L.Callback):
@@ -48,8 +49,8 @@ class RunSummary(L.Callback):
                 "history": []}
 
     def path(self, trainer: L.Trainer) -> Path:
-        root = self.dirpath or trainer.log_dir or trainer.default_root_dir
-        return Path(root) / self.filename
+        # report_dir, not trainer.log_dir: this runs on rank zero only, and log_dir is a collective
+        return (Path(self.dirpath) if self.dirpath else report_dir(trainer)) / self.filename
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # on_validation_end, not on_validation_epoch_end: callbacks' epoch-end hooks run before the

@@ -7,8 +7,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from lit_kd import metric_names as names
 from lit_kd.contract import KDBatch
 from lit_kd.losses import hint_loss, kd_loss, pkt_loss
 from lit_kd.losses.logits import check_temperature
@@ -211,10 +213,25 @@ class InDistill(DistillationModule):
                 return "layer", pair
         return "embedding", None
 
+    def curriculum_position(self, epoch: int) -> int:
+        """The schedule as one number (logged as ``indistill/curriculum_stage``): ``1 .. L`` while layer
+        pair ``1 .. L`` is trained, ``L + 1`` for the embedding (PKT), ``L + 2`` after the hand-over."""
+        stage, pair = self.curriculum_stage(epoch)
+        if stage == "layer":
+            return int(pair) + 1
+        return len(self.layer_epochs) + (1 if stage == "embedding" else 2)
+
     def on_train_epoch_start(self) -> None:
         if self.reset_optimizer_each_epoch:
             for optimizer in self.trainer.optimizers:
                 optimizer.state.clear()
+        position = self.curriculum_position(self.current_epoch)
+        self.log(names.INDISTILL_STAGE, float(position), on_step=False, on_epoch=True, sync_dist=False)
+        if self.current_epoch == 0 or position != self.curriculum_position(self.current_epoch - 1):
+            stage, pair = self.curriculum_stage(self.current_epoch)
+            what = {"layer": f"layer pair {position} of {len(self.layer_epochs)} (MSE)",
+                    "embedding": "the embedding (PKT)", "handover": "the hand-over (KD with the full teacher)"}[stage]
+            rank_zero_info(f"InDistill: from epoch {self.current_epoch}, training {what}")
 
     # ------------------------------------------------------------------ the losses
     def teacher_targets(self, teacher_image: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:

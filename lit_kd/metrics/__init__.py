@@ -1,5 +1,5 @@
 """Evaluation metrics beyond classification accuracy."""
 
-from lit_kd.metrics.retrieval import retrieval_metrics
+from lit_kd.metrics.retrieval import retrieval_curve, retrieval_metrics
 
-__all__ = ["retrieval_metrics"]
+__all__ = ["retrieval_metrics", "retrieval_curve"]

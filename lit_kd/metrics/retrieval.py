@@ -7,16 +7,31 @@ queries, and a database item is relevant to a query when it has the query's labe
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["retrieval_metrics", "Distance"]
+__all__ = ["retrieval_metrics", "retrieval_curve", "Distance", "RECALL_LEVELS"]
 
 Distance = Literal["euclidean", "cosine"]
 RECALL_LEVELS = 11  # 0, 0.1, ..., 1
+
+
+def retrieval_curve(
+    queries: Tensor,
+    query_labels: Tensor,
+    database: Tensor,
+    database_labels: Tensor,
+    distance: Distance = "euclidean",
+    top_k: int = 100,
+    max_elements: int = 2**23,
+) -> dict[str, float | list[float]]:
+    """:func:`retrieval_metrics` plus the interpolated precision-recall curve that the mAP averages:
+    ``"recall"`` (0, 0.1, ..., 1) and ``"precision"``, the mean over the queries of the interpolated
+    precision at each recall level (so ``mean(precision) == map`` up to rounding). Same arguments."""
+    return _retrieval(queries, query_labels, database, database_labels, distance, top_k, max_elements, curve=True)
 
 
 def retrieval_metrics(
@@ -55,6 +70,11 @@ def retrieval_metrics(
         top_k: the ``k`` of precision@k (``min(k, N)`` if the database is smaller).
         max_elements: budget of ``chunk x database`` entries per step.
     """
+    return _retrieval(queries, query_labels, database, database_labels, distance, top_k, max_elements)
+
+
+def _retrieval(queries: Tensor, query_labels: Tensor, database: Tensor, database_labels: Tensor, distance: Distance,
+               top_k: int, max_elements: int, curve: bool = False) -> dict[str, Any]:
     if distance not in ("euclidean", "cosine"):
         raise ValueError(f"distance must be 'euclidean' or 'cosine', got {distance!r}")
     if queries.ndim != 2 or database.ndim != 2 or queries.shape[1] != database.shape[1]:
@@ -70,13 +90,20 @@ def retrieval_metrics(
     k = min(top_k, len(database))
     chunk = max(1, max_elements // len(database))
     ap_sum, precision_sum = 0.0, 0.0
+    level_sums = torch.zeros(RECALL_LEVELS, dtype=torch.float64)
     for start in range(0, len(queries), chunk):
         stop = start + chunk
-        ap, precision = _score_chunk(queries[start:stop], query_labels[start:stop], database, database_labels,
-                                     distance, k)
-        ap_sum += float(ap.sum())
+        levels, precision = _score_chunk(queries[start:stop], query_labels[start:stop], database, database_labels,
+                                         distance, k)
+        ap_sum += float(levels.mean(1).sum())
         precision_sum += float(precision.sum())
-    return {"map": ap_sum / len(queries), f"precision@{top_k}": precision_sum / len(queries)}
+        if curve:
+            level_sums += levels.sum(0).double().cpu()
+    scores: dict[str, Any] = {"map": ap_sum / len(queries), f"precision@{top_k}": precision_sum / len(queries)}
+    if curve:
+        scores["recall"] = [level / (RECALL_LEVELS - 1) for level in range(RECALL_LEVELS)]
+        scores["precision"] = (level_sums / len(queries)).tolist()
+    return scores
 
 
 def _stable_order(dist: Tensor) -> Tensor:
@@ -109,7 +136,7 @@ def _score_chunk(queries: Tensor, query_labels: Tensor, database: Tensor, databa
     # the j-th relevant item reaches recall level r = l/10 first for j = ceil(l * n / 10), at least 1
     needed = ((levels.unsqueeze(0) * n_relevant.unsqueeze(1) + RECALL_LEVELS - 2) // (RECALL_LEVELS - 1)).clamp(min=1)
     position = torch.searchsorted(hits, needed).clamp(max=relevant.shape[1] - 1)
-    ap = best_from_here.gather(1, position).mean(1)
-    ap = torch.where(n_relevant > 0, ap, 0.0)
+    # interpolated precision at each recall level (its mean over the levels is the query's AP)
+    levels = torch.where(n_relevant.unsqueeze(1) > 0, best_from_here.gather(1, position), 0.0)
     precision = relevant[:, :k].sum(1) / k
-    return ap, precision
+    return levels, precision

@@ -14,7 +14,7 @@ from typing import Any
 
 from lit_kd.callbacks.chain.config import ChainConfigError
 
-__all__ = ["MANIFEST_FORMAT", "StepRecord", "ChainManifest", "ChainLock"]
+__all__ = ["MANIFEST_FORMAT", "StepRecord", "ChainManifest", "ChainLock", "overview_rows", "overview_markdown"]
 
 MANIFEST_FORMAT = 1
 
@@ -38,6 +38,32 @@ class StepRecord:
     # The spec of the network this step hands on when it is not the step's student (a method that
     # inherits lit_kd.methods.base.HandsOffNetwork: AMD hands on the teacher assistant it chose).
     network: dict[str, Any] | None = None
+
+
+def overview_rows(records: list[StepRecord], networks: list[str]) -> list[dict[str, Any]]:
+    """The chain overview, one row per finished step: step, the network it trained (``networks[i]``,
+    or the network it handed on when that is another one, as AMD's chosen assistant), parameters,
+    validation accuracy at the best-val epoch, test accuracy at that epoch, and fit time."""
+    rows = []
+    for record in records:
+        best = (record.summary or {}).get("best_val") or {}
+        network = record.network.get("name") if record.network else networks[record.index]
+        rows.append({"step": record.index, "name": record.name, "network": network,
+                     "parameters": record.parameters, "best_val_acc": best.get("val_acc"),
+                     "test_acc_at_best_val": best.get("test_acc"), "fit_seconds": record.fit_seconds})
+    return rows
+
+
+def overview_markdown(rows: list[dict[str, Any]]) -> str:
+    """The overview rows as a Markdown table (accuracies in %, parameters with thousands separators)."""
+    def percent(value: float | None) -> str:
+        return "-" if value is None else f"{100 * value:.2f}"
+
+    lines = ["| step | name | network | parameters | best val acc (%) | test acc at best val (%) | fit time (s) |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['step']} | {r['name']} | {r['network']} | {r['parameters']:,} | {percent(r['best_val_acc'])} | "
+              f"{percent(r['test_acc_at_best_val'])} | {r['fit_seconds']:.0f} |" for r in rows]
+    return "\n".join(lines) + "\n"
 
 
 class ChainManifest:

@@ -13,8 +13,10 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from lit_kd import metric_names as names
 from lit_kd.callbacks.chain.config import (
     ChainConfigError,
     ChainSettings,
@@ -29,8 +31,9 @@ from lit_kd.callbacks.chain.config import (
     resolve_method,
     trainer_kwargs,
 )
-from lit_kd.callbacks.chain.manifest import ChainLock, ChainManifest, StepRecord
+from lit_kd.callbacks.chain.manifest import ChainLock, ChainManifest, StepRecord, overview_markdown, overview_rows
 from lit_kd.callbacks.checkpoint import Checkpoint
+from lit_kd.callbacks.reporting import log_table
 from lit_kd.callbacks.summary import RunSummary
 from lit_kd.methods.base import HandsOffNetwork
 from lit_kd.models import ModelSpec, create_model, load_weights
@@ -95,13 +98,13 @@ class ChainRunner:
         counts = [parameter_count(chain.teacher)] + [parameter_count(step.student) for step in chain.steps]
         if chain.allow_larger_student:
             return counts
-        names = [network_label(chain.teacher)] + [network_label(step.student) for step in chain.steps]
+        labels = [network_label(chain.teacher)] + [network_label(step.student) for step in chain.steps]
         for index, step in enumerate(chain.steps):
             teacher = 0 if step.guides == "all" else index
             if counts[index + 1] > counts[teacher]:
                 raise ChainConfigError(
-                    f"Step {index} ({chain.step_name(index)!r}): the student {names[index + 1]} has "
-                    f"{counts[index + 1]:,} parameters, more than its teacher {names[teacher]} "
+                    f"Step {index} ({chain.step_name(index)!r}): the student {labels[index + 1]} has "
+                    f"{counts[index + 1]:,} parameters, more than its teacher {labels[teacher]} "
                     f"({counts[teacher]:,}). An assistant chain must shrink at every step: order the steps "
                     "from the largest student to the smallest (or set allow_larger_student: true).")
         return counts
@@ -185,9 +188,24 @@ class ChainRunner:
         manifest["steps"].append(self.manifest.entry(record))
         manifest["running"] = None
         self.manifest.write(manifest, trainer.is_global_zero)
+        self.report_overview(trainer, [*done, record])
         _finish_wandb(trainer)
         trainer.strategy.barrier("assistant_chain_step")  # no rank starts the next step before the manifest
         return record
+
+    def report_overview(self, trainer: L.Trainer, records: list[StepRecord]) -> None:
+        """The chain overview so far: ``overview.md`` in the chain folder, and the table
+        ``chain/overview`` in the step's loggers (W&B: each step's run holds the table up to it)."""
+        if not trainer.is_global_zero:
+            return
+        labels = [network_label(step.student) for step in self.chain.steps]
+        rows = overview_rows(records, labels)
+        table = overview_markdown(rows)
+        path = self.chain.root_dir / "overview.md"
+        path.write_text(f"# Chain {self.chain.name}: {len(records)} of {len(self.chain.steps)} steps finished\n\n"
+                        f"{table}")
+        log_table(trainer, names.CHAIN_OVERVIEW, rows)
+        rank_zero_info(f"chain {self.chain.name}: step {records[-1].index} finished\n{table}")
 
     def record(self, index: int, trainer: L.Trainer, checkpointing: Checkpoint, summary: RunSummary,
                module: L.LightningModule) -> StepRecord:

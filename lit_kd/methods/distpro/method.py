@@ -369,7 +369,7 @@ class DistPro(DistillationModule):
 
     def default_process_path(self) -> Path:
         """``distpro_process.pt`` in the run's log folder."""
-        return Path(self.trainer.log_dir or self.trainer.default_root_dir) / "distpro_process.pt"
+        return report_dir(self.trainer) / "distpro_process.pt"  # rank zero only: not the collective log_dir
 
 
 class DistProReport(L.Callback):

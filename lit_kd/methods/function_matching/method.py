@@ -21,6 +21,7 @@ from lit_kd.data.mixup import MixParams, apply_mix, check_alpha, sample_mix
 from lit_kd.losses import kd_loss
 from lit_kd.losses.logits import check_temperature
 from lit_kd.methods.base import DistillationModule
+from lit_kd.methods.function_matching.report import FedViews, FunctionMatchingReport
 from lit_kd.methods.function_matching.teacher_cache import TeacherCache, canonical_identity
 from lit_kd.models import ModelSpec, module_fingerprint
 from lit_kd.seeding import SeededDraws
@@ -113,6 +114,8 @@ class FunctionMatching(DistillationModule):
         teacher_cache_dir: also save the cache there and reuse it in later runs; a directory
             written for another teacher, data set or view is refused.
         log_agreement: log ``val/agreement`` and ``val/kl`` (on by default here).
+        report_views: draw this many of the images actually fed, once per epoch
+            (:class:`~lit_kd.methods.function_matching.FunctionMatchingReport`); 0: no picture.
         **kwargs: the :class:`~lit_kd.methods.base.DistillationModule` arguments (optimizer, ...).
     """
 
@@ -128,6 +131,7 @@ class FunctionMatching(DistillationModule):
         teacher_cache: bool = True,
         teacher_cache_dir: str | None = None,
         log_agreement: bool = True,
+        report_views: int = 8,
         **kwargs: Any,
     ) -> None:
         super().__init__(student, teacher, log_agreement=log_agreement, **kwargs)
@@ -157,6 +161,11 @@ class FunctionMatching(DistillationModule):
         self.use_teacher_cache = teacher_cache and view == "fixed_teacher"
         self.teacher_cache_dir = teacher_cache_dir
         self.teacher_cache: TeacherCache | None = None
+        if report_views < 0:
+            raise ValueError(f"report_views must be >= 0 (0: no picture), got {report_views}")
+        self.report_views = report_views
+        self.capture_views = 0  # set by FunctionMatchingReport: keep this many images of the next batch
+        self.fed_views: FedViews | None = None
         self._resolutions_checked = False
         self._warned_no_index = False
         # Mixup randomness: one CPU generator reseeded per batch from (seed, rank, batch count), both
@@ -278,10 +287,23 @@ class FunctionMatching(DistillationModule):
             teacher_logits = self._fixed_teacher_logits(batch, teacher_image)
         else:
             teacher_logits = self.teacher_logits(teacher_image)
+        if self.capture_views:
+            self._keep_views(image, teacher_image, extra.get("mixup_a"))
         logits = self(image)
         loss = kd_loss(logits, teacher_logits, self.temperature)
         agreement = (logits.detach().argmax(-1) == teacher_logits.argmax(-1)).float().mean()
         return logits, {"loss": loss, **extra, "agreement": agreement}
+
+    def _keep_views(self, image: Tensor, teacher_image: Tensor, mixup_a: Tensor | None) -> None:
+        count, self.capture_views = self.capture_views, 0
+        self.fed_views = FedViews(student=image[:count].detach().float().cpu(),
+                                  teacher=teacher_image[:count].detach().float().cpu(),
+                                  mixup_a=None if mixup_a is None else float(mixup_a), view=self.view,
+                                  epoch=self.current_epoch, step=self.global_step)
+
+    def configure_callbacks(self) -> list[Any]:
+        report = [FunctionMatchingReport(images=self.report_views)] if self.report_views else []
+        return [*super().configure_callbacks(), *report]
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
