@@ -82,9 +82,30 @@ def check_quickstart(outputs: str, out: Path) -> None:
     assert os.path.getsize(out / "runs" / "curves.png") > 1000
 
 
+def check_function_matching(outputs: str, out: Path) -> None:
+    assert "function_matching" in outputs and "agreement" in outputs
+    for view in ("fixed_teacher", "independent", "consistent", "function_matching"):
+        assert (out / f"views_{view}.png").stat().st_size > 2000, view  # what each view fed the networks
+    assert list(out.glob("fm_function_matching/*/function_matching_views.png"))  # the report's picture
+
+
+def check_distpro_and_indistill(outputs: str, out: Path) -> None:
+    assert "after the replay" in outputs and "mAP (euclidean)" in outputs
+    search = list(out.glob("distpro_search/*"))
+    assert (search[0] / "distpro_alpha_heatmap.png").is_file() and (search[0] / "distpro_process.pt").is_file()
+    assert list(out.glob("indistill/*/retrieval_pr_curve.png"))
+
+
+def check_assistant_chains(outputs: str, out: Path) -> None:
+    assert "steps finished" in outputs and (out / "takd" / "overview.md").is_file()
+
+
 # Per notebook: extra environment (the notebook's parameter cell already holds tiny settings) and a check.
 NOTEBOOK_SETTINGS = {
     "quickstart": ({"QUICKSTART_EPOCHS": "1", "QUICKSTART_THREADS": "1", "QUICKSTART_DIR": "{out}/runs"}, check_quickstart),
+    "function_matching": ({}, check_function_matching),
+    "distpro_and_indistill": ({}, check_distpro_and_indistill),
+    "assistant_chains": ({}, check_assistant_chains),
 }
 
 

@@ -89,7 +89,7 @@ class RetrievalEvaluation(L.Callback):
         if self.plot_curve and trainer.is_global_zero:
             try:
                 path = self.plot(report_dir(trainer) / "retrieval_pr_curve.png",
-                                 title=f"retrieval, epoch {trainer.current_epoch} ({trainer.state.fn})")
+                                 title="retrieval, " + ("test" if trainer.testing else f"epoch {trainer.current_epoch}"))
             except ImportError:
                 self.plot_curve = False
                 rank_zero_warn("matplotlib is not installed: no retrieval precision-recall curve")
