@@ -314,3 +314,33 @@ def test_gpu_benchmark_skips_cleanly_without_cuda(capsys):
 
     assert gpu_throughput.main(["--quick"]) == 0
     assert "no CUDA device here; nothing measured" in capsys.readouterr().out
+
+
+def test_compiled_ddp_run_trains_exactly_like_the_eager_ddp_run(tmp_path, fresh_dynamo):
+    """Two processes (ddp_spawn, gloo): student and teacher compiled (dynamo's graphs run op for op, so
+    the arithmetic is eager's) train to the same weights as the eager run, DDP keeps syncing gradients
+    through the compiled student, the teacher stays bitwise unchanged and checkpoints keep plain keys."""
+    from lit_kd import ModelSpec
+    from lit_kd.callbacks.checkpoint import Checkpoint
+    from tests.helpers import digits, snapshot
+
+    initial, students, checkpoints = {}, {}, {}
+    for mode in ("eager", "compiled"):
+        L.seed_everything(0)
+        options = {"compile": "both", "compile_backend": "eager"} if mode == "compiled" else {}
+        module = KD(ModelSpec("resnet8", num_classes=10), ModelSpec("resnet14", num_classes=10), check_teacher=False,
+                    **options)
+        teacher, initial[mode] = snapshot(module.teacher), snapshot(module.student)
+        checkpoint = Checkpoint(dirpath=tmp_path / mode, filename="last", monitor=None, save_last=False)
+        trainer = tiny_trainer(tmp_path, strategy="ddp_spawn", devices=2, max_epochs=1, limit_train_batches=3,
+                               limit_val_batches=1, enable_checkpointing=True, callbacks=[checkpoint])
+        trainer.fit(module, datamodule=digits())
+        assert all(torch.equal(value, module.teacher.state_dict()[key]) for key, value in teacher.items())
+        students[mode] = snapshot(module.student)  # rank zero's weights, handed back by ddp_spawn
+        checkpoints[mode] = torch.load(tmp_path / mode / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(initial["compiled"][k], v) for k, v in initial["eager"].items())  # the same start
+    assert any(not torch.equal(students["eager"][k], v) for k, v in initial["eager"].items())  # and it did train
+    for key, value in students["eager"].items():
+        torch.testing.assert_close(students["compiled"][key], value, rtol=1e-5, atol=1e-6)
+    assert set(checkpoints["compiled"]) == set(checkpoints["eager"])
+    assert not any("_orig_mod" in key for key in checkpoints["compiled"])
