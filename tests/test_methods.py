@@ -260,3 +260,11 @@ def test_teacher_gets_its_own_normalization_and_resolution_from_the_same_pixels(
     resized = torch.nn.functional.interpolate(pixels, size=(48, 48), mode="bilinear", antialias=True)
     expected_teacher = (resized - imagenet[0].view(1, 3, 1, 1)) / imagenet[1].view(1, 3, 1, 1)
     assert torch.allclose(seen["teacher"], expected_teacher, atol=1e-5)
+
+
+def test_the_fit_start_log_names_only_what_the_input_adapter_applies():
+    spec = ModelSpec("resnet8", num_classes=10)
+    normalized = KD(spec, spec, check_teacher=False).student_input.describe()
+    assert "mean (" in normalized and "mean/std from the network's pretrained_cfg; no fixed input size" in normalized
+    raw = KD(spec, spec, check_teacher=False, normalize_inputs=False).student_input.describe()
+    assert raw == "no normalization (normalize_inputs=False), at the data's resolution [no fixed input size]"

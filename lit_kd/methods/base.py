@@ -77,7 +77,9 @@ class InputAdapter(nn.Module):
         std = ", ".join(f"{v:.4g}" for v in self.std.flatten().tolist())
         pixels = f"mean ({mean}), std ({std})" if self.normalize else "no normalization (normalize_inputs=False)"
         size = f"resized to {self.size}x{self.size}" if self.size is not None else "at the data's resolution"
-        return f"{pixels}, {size}" + (f" [{self.origin}]" if self.origin else "")
+        # the origin is "<where mean/std came from>; <where the size came from>": unused mean/std go unmentioned
+        origin = self.origin if self.normalize else self.origin.rpartition("; ")[2]
+        return f"{pixels}, {size}" + (f" [{origin}]" if origin else "")
 
     def forward(self, images: Tensor) -> Tensor:
         if self.size is not None and tuple(images.shape[-2:]) != (self.size, self.size):
