@@ -1,0 +1,39 @@
+"""The method benchmarks' rows stay runnable: every row's derived config (a shipped config rewritten for
+CIFAR-10 and the common budget) is accepted by `lit-kd fit`, with the budget it claims."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmarks import feature_methods_cifar10 as feature
+from benchmarks import logit_methods_cifar10 as logit
+from benchmarks._method_runs import Row, derive_config
+from lit_kd.cli import main
+
+CASES = ([(row, student) for row in logit.ROWS for student in logit.STUDENTS.values()]
+         + [(row, feature.STUDENT) for row in feature.CNN_ROWS] + [(row, feature.VIT_STUDENT) for row in feature.VIT_ROWS])
+
+
+@pytest.mark.parametrize(("row", "student"), CASES, ids=[f"{r.tag}-{s['name']}" for r, s in CASES])
+def test_every_benchmark_row_is_a_config_lit_kd_fit_accepts(row: Row, student: dict, tmp_path: Path, monkeypatch,
+                                                            capsys):
+    monkeypatch.setattr("benchmarks._method_runs.cifar10_dir", lambda: tmp_path / "cifar10")  # no unpacking
+    config = derive_config(row, student, epochs=2, seed=1, out=tmp_path / "run", limit_train_batches=None)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", str(path), "--print_config"])
+    assert exit_.value.code in (0, None)
+    parsed = yaml.safe_load(capsys.readouterr().out)
+    model = parsed["model"]["init_args"]
+    assert parsed["trainer"]["max_epochs"] == 2 and parsed["seed_everything"] == 1
+    assert parsed["data"]["init_args"]["dataset"] == "cifar10"
+    networks = model.get("peers") or [model.get("student")]
+    assert all(network["name"] == student["name"] for network in networks)
+    if not row.keep_optimizer:  # the common budget: SGD 0.05, cosine over the epochs, batch 64
+        assert model["optimizer"]["init_args"]["lr"] == 0.05
+        assert model["lr_scheduler"]["init_args"]["T_max"] == 2
+        assert parsed["data"]["init_args"]["batch_size"] == 64
