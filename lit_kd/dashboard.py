@@ -105,6 +105,22 @@ def panel_keys(workspace: Any) -> dict[str, str]:
     return out
 
 
+def _has_teacher(parser: argparse.ArgumentParser, method: str) -> bool:
+    """Whether lit_kd method ``method`` distills from a frozen teacher (diagnostics panels); a name that
+    is no lit_kd method is refused, so a typo does not quietly drop the method's own panels."""
+    import lightning as L
+
+    from lit_kd import methods
+    from lit_kd.methods.base import DistillationModule
+
+    found = getattr(methods, method, None)
+    if not (isinstance(found, type) and issubclass(found, L.LightningModule)):
+        known = sorted(n for n in methods.__all__ if isinstance(getattr(methods, n), type)
+                       and issubclass(getattr(methods, n), L.LightningModule))
+        parser.error(f"--method {method!r} is not a lit_kd method; one of: {', '.join(known)}")
+    return issubclass(found, DistillationModule)
+
+
 def dashboard_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="lit-kd dashboard",
@@ -115,12 +131,16 @@ def dashboard_main(argv: Sequence[str]) -> int:
     parser.add_argument("--method", default=None, help="a lit_kd method class (AMDSearch, DistPro, FunctionMatching, "
                         "...): adds its own pictures")
     parser.add_argument("--split", default="val", help="the validation split the panels show (default: val)")
-    parser.add_argument("--no-teacher", action="store_true", help="runs without a teacher (no diagnostics)")
+    parser.add_argument("--no-teacher", action="store_true", help="runs without a teacher (no diagnostics); implied by "
+                        "a --method without one (Supervised, DML, BDKD, TfKDVirtual)")
     parser.add_argument("--name", default=None, help="the workspace's name")
     parser.add_argument("--dry-run", action="store_true", help="list the panels' keys; save nothing")
     args = parser.parse_args(list(argv))
+    distillation = not args.no_teacher
+    if args.method is not None:
+        distillation = distillation and _has_teacher(parser, args.method)
     workspace = build_workspace(args.entity, args.project, args.method, args.split, args.chain,
-                                distillation=not args.no_teacher, name=args.name)
+                                distillation=distillation, name=args.name)
     keys = panel_keys(workspace)
     if args.dry_run:
         for key, kind in keys.items():

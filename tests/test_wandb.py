@@ -136,6 +136,13 @@ def test_method_and_chain_dashboards(capsys):
     with pytest.raises(SystemExit) as exit_code:
         main(["dashboard", "--entity", "e", "--project", "p", "--method", "DistPro", "--dry-run"])
     assert exit_code.value.code == 0 and "distpro/final_weights" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_code:
+        main(["dashboard", "--entity", "e", "--project", "p", "--method", "DML", "--dry-run"])
+    listed = capsys.readouterr().out
+    assert exit_code.value.code == 0 and "val/acc" in listed and "val/ece" not in listed  # no teacher: no diagnostics
+    with pytest.raises(SystemExit) as exit_code:
+        main(["dashboard", "--entity", "e", "--project", "p", "--method", "FunctionMatchng", "--dry-run"])
+    assert exit_code.value.code == 2 and "not a lit_kd method" in capsys.readouterr().err
 
 
 SWEEPS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
