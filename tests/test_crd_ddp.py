@@ -95,7 +95,7 @@ class SaveBank(L.Callback):
         memory = pl_module.memory
         torch.save({"student_memory": memory.student_memory, "teacher_memory": memory.teacher_memory,
                     "normalization": torch.stack([memory.student_normalization, memory.teacher_normalization]),
-                    "draws": pl_module._negative_draws},
+                    "draws": pl_module.negative_draws.draws},
                    os.path.join(self.root, f"rank{trainer.global_rank}.pt"))
         with open(os.path.join(self.root, f"rank{trainer.global_rank}.json"), "w") as f:
             json.dump({"ignored": self.ignored, "world_size": trainer.world_size}, f)

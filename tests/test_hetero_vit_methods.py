@@ -167,11 +167,11 @@ def test_crd_training_loss_gradients_and_frozen_teacher(tmp_path):
     module.train()
     batch = next(iter(dm.train_dataloader()))
     batch = dm.transform_batch(batch, train=False)
-    draws = module._negative_draws
+    draws = module.negative_draws.draws
     logits, losses = module.training_losses(batch)
     expected = (F.cross_entropy(logits, batch.target) + 0.5 * losses["kd"] + 0.8 * losses["crd"])
     torch.testing.assert_close(losses["loss"], expected)
-    assert module._negative_draws == draws + 1
+    assert module.negative_draws.draws == draws + 1
     losses["loss"].backward()
     assert all(p.grad is None for p in module.teacher.parameters())
     for part in (module.student, module.embed_student, module.embed_teacher):
@@ -211,7 +211,7 @@ def test_crd_resumed_mid_epoch_equals_an_uninterrupted_run(tmp_path):
         run(tmp_path / "killed", callbacks=[saver, _KillAtStep(5)])
     (mid_epoch,) = (tmp_path / "ckpt").glob("*step=4*.ckpt")  # epoch 1, after its first batch
     resumed, trainer = run(tmp_path / "resumed", ckpt_path=str(mid_epoch))
-    assert trainer.global_step == 6 and resumed._negative_draws == full._negative_draws == 6
+    assert trainer.global_step == 6 and resumed.negative_draws.draws == full.negative_draws.draws == 6
     for name in ("memory", "embed_student", "embed_teacher", "student"):
         expected = getattr(full, name).state_dict()
         for key, value in getattr(resumed, name).state_dict().items():
@@ -220,7 +220,7 @@ def test_crd_resumed_mid_epoch_equals_an_uninterrupted_run(tmp_path):
     loaded = CRD.load_from_checkpoint(mid_epoch, weights_only=True)
     state = torch.load(mid_epoch, weights_only=True)
     assert torch.equal(loaded.memory.teacher_memory, state["state_dict"]["memory.teacher_memory"])
-    assert loaded._negative_draws == 4
+    assert loaded.negative_draws.draws == 4
 
 
 class _PlainData(L.LightningDataModule):

@@ -28,7 +28,7 @@ from lit_kd.losses.crd import contrast_scores, crd_nce_loss, estimate_normalizat
 from lit_kd.losses.logits import check_temperature
 from lit_kd.methods.feature import FeatureDistillation
 from lit_kd.models import ModelSpec
-from lit_kd.seeding import base_seed, mix_seed
+from lit_kd.seeding import SeededDraws, base_seed, mix_seed
 
 __all__ = ["CRD", "CRDCriterion", "CRDEmbed", "ContrastMemory", "draw_negatives",
            "draw_negatives_other_classes", "make_contrast_index", "update_memory"]
@@ -364,9 +364,8 @@ class CRD(FeatureDistillation):
         self.embed_student = CRDEmbed(math.prod(self.student_shapes[0]), embed_dim)
         self.embed_teacher = CRDEmbed(math.prod(self.teacher_shapes[0]), embed_dim)
         self.memory: ContrastMemory | None = None  # built when a fit starts, once the data is known
-        self._negative_seed: int | None = None
-        self._negative_draws = 0
-        self._generators: dict[torch.device, torch.Generator] = {}
+        # Negatives: rank 0's stream on every rank (one seed, broadcast), reseeded per step; checkpointed.
+        self.negative_draws = SeededDraws()
         self._sample_rows: Tensor | None = None  # KDBatch.index -> bank row (-1: no row); None: the identity
         self._row_classes: Tensor | None = None  # the class of every bank row (other-class negatives)
         self._normalized = False
@@ -380,12 +379,12 @@ class CRD(FeatureDistillation):
         if stage != "fit":
             return
         count, sample_rows, row_classes = self._bank_layout()
-        if self._negative_seed is None:  # rank 0's seed everywhere: one bank, one sequence of negatives
+        if self.negative_draws.seed is None:  # rank 0's seed everywhere: one bank, one sequence of negatives
             seed = base_seed()
-            self._negative_seed = int(self.trainer.strategy.broadcast(seed, src=0)) if self._trainer else seed
+            self.negative_draws.seed = int(self.trainer.strategy.broadcast(seed, src=0)) if self._trainer else seed
         if self.memory is None:
-            # The initial bank: a stream of its own (no draw counter reaches -1), alike on every rank.
-            generator = torch.Generator().manual_seed(mix_seed(self._negative_seed, -1))
+            # The initial bank: a stream of its own (no draw stream is seeded from two numbers), alike on every rank.
+            generator = torch.Generator().manual_seed(mix_seed(self.negative_draws.seed, -1))
             self.memory = ContrastMemory(self.embed_dim, count, self.nce_temperature, self.nce_momentum,
                                          generator).to(self.device)
         elif self.memory.num_data != count:
@@ -460,19 +459,9 @@ class CRD(FeatureDistillation):
         everyone = torch.cat([gathered[rank, :size] for rank, size in enumerate(sizes)])
         return everyone, sum(sizes[:trainer.global_rank])
 
-    def _next_generator(self, device: torch.device) -> torch.Generator:
-        """The generator of this step's negatives: the same seed on every rank, reseeded per step."""
-        if device not in self._generators:
-            self._generators[device] = torch.Generator(device=device)
-        generator = self._generators[device]
-        generator.manual_seed(mix_seed(self._negative_seed if self._negative_seed is not None else 0,
-                                       self._negative_draws))
-        self._negative_draws += 1
-        return generator
-
     def draw_contrast_rows(self, rows: Tensor) -> Tensor:
         """``(len(rows), K)`` negative rows for the anchors ``rows`` of the global batch."""
-        generator = self._next_generator(rows.device)
+        generator = self.negative_draws.next(rows.device, rank=0)  # rank 0's draw on every rank: one global batch
         if self.negatives == "uniform":
             return draw_negatives(rows.numel(), self.num_negatives, self.memory.num_data, generator, device=rows.device)
         classes = self._row_classes = self._row_classes.to(rows.device)
@@ -480,12 +469,6 @@ class CRD(FeatureDistillation):
         available = classes.numel() - torch.bincount(classes)[anchors]
         replacement = self.num_negatives > int(available.min())  # RepDistiller: with replacement only when too few
         return draw_negatives_other_classes(anchors, classes, self.num_negatives, generator, replacement=replacement)
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Generators cannot be pickled (ddp_spawn); they are reseeded before every draw anyway.
-        state = dict(super().__getstate__())
-        state["_generators"] = {}
-        return state
 
     # ------------------------------------------------------------------ the loss
     def feature_terms(self, student_features: list[Tensor], teacher_features: list[Tensor], batch: KDBatch,
@@ -534,14 +517,14 @@ class CRD(FeatureDistillation):
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
-        checkpoint["lit_kd"]["crd"] = {"seed": self._negative_seed, "draws": self._negative_draws}
+        checkpoint["lit_kd"]["crd"] = self.negative_draws.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_load_checkpoint(checkpoint)
         state = checkpoint.get("lit_kd", {}).get("crd")
-        if state:
-            self._negative_seed = state.get("seed")
-            self._negative_draws = int(state.get("draws", 0))
+        if state:  # checkpoints before SeededDraws called the count "draws"
+            self.negative_draws.load_state_dict({"seed": state.get("seed"),
+                                                 "batches": state.get("batches", state.get("draws", 0))})
         self._normalized = False
         bank = checkpoint["state_dict"].get("memory.student_memory")
         if bank is None:
