@@ -344,3 +344,37 @@ def test_compiled_ddp_run_trains_exactly_like_the_eager_ddp_run(tmp_path, fresh_
         torch.testing.assert_close(students["compiled"][key], value, rtol=1e-5, atol=1e-6)
     assert set(checkpoints["compiled"]) == set(checkpoints["eager"])
     assert not any("_orig_mod" in key for key in checkpoints["compiled"])
+
+
+@pytest.mark.parametrize("method", ["InDistill", "DMAE"])
+def test_methods_that_run_the_teacher_themselves_hand_back_the_runs_precision_under_a_bf16_teacher(method, monkeypatch):
+    """InDistill and DMAE read the teacher without a tap: under teacher_precision='bf16' the teacher still
+    computes in bf16, and every target they build comes back float32, as through a tap."""
+    from lit_kd import InDistill, ModelSpec
+    from lit_kd.contract import KDBatch
+    from lit_kd.methods import dmae as dmae_module
+    from tests.test_hetero_vit_methods import dmae
+
+    torch.manual_seed(0)
+    if method == "InDistill":
+        module = InDistill(ModelSpec("cnn32_small", num_classes=10), ModelSpec("cnn32", num_classes=10),
+                           check_teacher=False, teacher_precision="bf16")
+    else:
+        module = dmae(teacher_precision="bf16")
+    module.setup("fit")
+    image = torch.rand(4, 3, 32, 32)
+    inner: list[torch.dtype] = []
+    first = next(m for m in module.teacher.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
+    first.register_forward_hook(lambda _m, _args, output: inner.append(output.dtype))
+    if method == "InDistill":
+        logits, features, embedding = module.teacher_targets(image)
+        targets = [logits, *features, embedding]
+    else:  # the teacher features that reach the loss
+        targets = []
+        original = dmae_module.dmae_feature_loss
+        monkeypatch.setattr(dmae_module, "dmae_feature_loss",
+                            lambda student, teacher, distance: targets.append(teacher) or original(student, teacher,
+                                                                                                   distance))
+        module.training_losses(KDBatch(image=image, target=torch.randint(0, 10, (4,))))
+    assert inner and inner[0] == torch.bfloat16  # the teacher itself computed in bf16 ...
+    assert targets and all(t.dtype == torch.float32 for t in targets)  # ... and its targets come back float32

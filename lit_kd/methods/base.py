@@ -755,6 +755,20 @@ class DistillationModule(StudentModule):
                           "teacher_precision on this machine.", UserWarning, stacklevel=2)
         self._teacher_precision_ready = True
 
+    def in_run_precision(self, outputs: Any, like: Tensor) -> Any:
+        """Teacher outputs computed under ``teacher_precision`` handed back in the run's precision (the
+        dtype of ``like``, e.g. the pixels): floating tensors, also inside lists and tuples, are cast;
+        anything else, and everything without ``teacher_precision``, is returned as it is. For methods
+        that run a frozen network themselves instead of through a tap or :meth:`teacher_logits`."""
+        if self.teacher_precision is None:
+            return outputs
+        dtype = like.dtype if like.is_floating_point() else torch.float32
+        if isinstance(outputs, Tensor):
+            return outputs.to(dtype) if outputs.is_floating_point() else outputs
+        if isinstance(outputs, (list, tuple)):
+            return type(outputs)(self.in_run_precision(value, like) for value in outputs)
+        return outputs
+
     def teacher_logits(self, teacher_image: Tensor) -> Tensor:
         """The teacher's logits for pixels in [0, 1], without autograd."""
         return self.frozen_logits("teacher", teacher_image)
@@ -763,9 +777,7 @@ class DistillationModule(StudentModule):
         """The logits of the frozen network ``name`` for pixels in [0, 1], without autograd."""
         with self.no_teacher_grad():
             logits = getattr(self, name)(getattr(self, f"{name}_input")(teacher_image))
-        if self.teacher_precision is not None:  # back to the run's precision for the losses
-            logits = logits.to(teacher_image.dtype if teacher_image.is_floating_point() else torch.float32)
-        return logits
+        return self.in_run_precision(logits, teacher_image)  # back to the run's precision for the losses
 
     # ------------------------------------------------------------------ teacher sanity check
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:

@@ -326,6 +326,7 @@ class DMAE(DistillationModule):
         with self.no_teacher_grad():
             teacher_features, _ = encode_visible(self.teacher, self.teacher_input(batch.teacher_image), visible,
                                                  self.teacher_blocks, run_all=False)
+        teacher_features = self.in_run_precision(teacher_features, pixels)
         student_features, latent = encode_visible(self.student, pixels, visible, self.student_blocks)
         terms: dict[str, tuple[float, Tensor]] = {}
         for index, (projector, student_feature, teacher_feature) in enumerate(

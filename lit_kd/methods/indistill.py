@@ -242,7 +242,7 @@ class InDistill(DistillationModule):
                 pruned = [layer(self._captured.pop(i)) for i, layer in enumerate(self.pruned_teacher_layers)]
             else:
                 pruned = [feature[:, self.kept_filters(i)] for i, feature in enumerate(features)]
-        return logits, pruned, embedding
+        return self.in_run_precision((logits, pruned, embedding), teacher_image)
 
     def training_losses(self, batch: KDBatch) -> tuple[Tensor, dict[str, Tensor]]:
         teacher_logits, teacher_layers, teacher_embedding = self.teacher_targets(batch.teacher_image)
