@@ -601,12 +601,14 @@ def report(records: dict[str, RunRecord], recipe: Recipe, args: argparse.Namespa
     optimizer_args = ", ".join(f"{k} {v}" for k, v in recipe.optimizer_args.items())
     scheduler_args = ", ".join(f"{k} {v}" for k, v in recipe.scheduler_args.items())
     lines += [f"Recipe (`{_shown(recipe.config)}`): "
-              f"{recipe.epochs} epochs over {train_images} training images, batch {recipe.batch_size}, "
+              f"{recipe.epochs} epoch{'s' if recipe.epochs != 1 else ''} over {train_images} training images, "
+              f"batch {recipe.batch_size}, "
               f"{recipe.optimizer.rsplit('.', 1)[-1]} ({optimizer_args}), "
               f"{(recipe.scheduler or 'no scheduler').rsplit('.', 1)[-1]} ({scheduler_args}) stepped per "
               f"{recipe.scheduler_interval}, loss {recipe.ce_weight}·CE (label smoothing {recipe.label_smoothing}) + "
               f"{recipe.kd_weight}·T²·KL at T = {recipe.temperature}, seed {recipe.seed}; test accuracy on "
-              f"{test_images} test images after every epoch (batch {recipe.eval_batch_size}). Runners back to back "
+              f"{test_images} test images after every epoch (batch {recipe.eval_batch_size}). Runners "
+              f"{'read back from earlier invocations' if args.report_only else 'back to back'} "
               f"({', '.join(records)}), {args.threads} torch threads each, budget "
               f"{'none' if args.max_minutes is None else f'{args.max_minutes:g} min'} per run.", ""]
     lines += ["What differs between the runners:", ""]
