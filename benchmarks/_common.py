@@ -39,16 +39,19 @@ def machine() -> dict[str, object]:
     }
 
 
-def write_results(name: str, payload: dict, markdown: str, measured_on: dict | None = None) -> None:
+def write_results(name: str, payload: dict, markdown: str, measured_on: dict | None = None,
+                  results_dir: Path | None = None) -> None:
     """Write ``results/<name>.json`` and ``.md``; ``measured_on``: the machine record of an earlier
-    measurement whose results are only being re-reported (default: this machine, now)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    measurement whose results are only being re-reported (default: this machine, now); ``results_dir``:
+    another folder than ``results/`` (runs that are not to be committed)."""
+    folder = results_dir or RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
     payload = {"machine": measured_on or machine(), **payload}
-    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2))
+    (folder / f"{name}.json").write_text(json.dumps(payload, indent=2))
     m = payload["machine"]
     header = (f"_Measured {m['date']} on {m['device']} ({m['cores']} cores, {m['torch_threads']} torch threads), "
               f"torch {m['torch']}, commit {m['commit'] or 'uncommitted'}._\n\n")
-    (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n\n" + header)
+    (folder / f"{name}.md").write_text(markdown.rstrip() + "\n\n" + header)
     print(markdown)
 
 

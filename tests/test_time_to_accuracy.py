@@ -1,0 +1,117 @@
+"""The time-to-accuracy benchmark's runners train with the recipe lit_kd trains with (issue 17, item 4).
+
+The plain loop and the torchdistill config read the recipe from the lit_kd config rather than repeating
+its numbers; these tests check that what they read is what ``lit-kd fit`` builds from the same file.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import timm
+import torch
+import yaml
+
+from benchmarks.time_to_accuracy import (DEFAULT_CONFIG, build_optimizer, build_scheduler, crop_flip,
+                                         recipe_from_config, torchdistill_config)
+from lit_kd.cli import LitKDCLI
+from lit_kd.data import KDDataModule
+from lit_kd.methods.base import StudentModule
+
+
+@pytest.fixture(scope="module")
+def recipe():
+    return recipe_from_config(DEFAULT_CONFIG)
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")  # no training here
+def test_plain_loop_reads_the_recipe_lit_kd_fit_builds(recipe, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the config's run folders land here, not in the repository
+    teacher = tmp_path / "teacher.pth"  # the architecture's weights; the shared teacher may be absent
+    torch.save(timm.create_model("resnet56_a", num_classes=10).state_dict(), teacher)
+    cli = LitKDCLI(StudentModule, KDDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
+                   args=["--config", str(DEFAULT_CONFIG), "--model.init_args.teacher.checkpoint", str(teacher)])
+    model, data, trainer = cli.model, cli.datamodule, cli.trainer
+
+    assert (cli.config["seed_everything"], trainer.max_epochs) == (recipe.seed, recipe.epochs)
+    assert (data.batch_size, data.eval_batch_size, data.val_split) == (recipe.batch_size, recipe.eval_batch_size, 0)
+    assert (model.temperature, model.ce_weight, model.kd_weight, model.label_smoothing) == (
+        recipe.temperature, recipe.ce_weight, recipe.kd_weight, recipe.label_smoothing)
+    assert model.scheduler_interval == recipe.scheduler_interval
+    assert (model.hparams["teacher"]["name"], model.hparams["student"]["name"]) == (
+        recipe.teacher["name"], recipe.student["name"])
+    for adapter in (model.student_input, model.teacher_input):
+        assert adapter.mean.flatten().tolist() == pytest.approx(recipe.mean)
+        assert adapter.std.flatten().tolist() == pytest.approx(recipe.std)
+
+    # The optimizer and the whole learning-rate schedule, step by step.
+    lit_params = list(model.trainable_parameters())
+    plain_params = [torch.nn.Parameter(p.detach().clone()) for p in lit_params]
+    lit_optimizer, plain_optimizer = model.optimizer_factory(lit_params), build_optimizer(recipe, plain_params)
+    assert type(lit_optimizer) is type(plain_optimizer)
+    strip = lambda group: {k: v for k, v in group.items() if k != "params"}  # noqa: E731
+    assert strip(lit_optimizer.param_groups[0]) == strip(plain_optimizer.param_groups[0])
+    lit_schedule, plain_schedule = model.scheduler_factory(lit_optimizer), build_scheduler(recipe, plain_optimizer)
+    assert type(lit_schedule) is type(plain_schedule)
+    lit_lrs, plain_lrs = [], []
+    for _ in range(recipe.scheduler_args["total_steps"]):
+        lit_lrs.append(lit_optimizer.param_groups[0]["lr"])
+        plain_lrs.append(plain_optimizer.param_groups[0]["lr"])
+        lit_schedule.step()
+        plain_schedule.step()
+    assert lit_lrs == plain_lrs
+    assert max(lit_lrs) == pytest.approx(recipe.scheduler_args["max_lr"])
+
+
+def test_the_recipe_length_follows_the_budget(recipe):
+    """OneCycleLR's total_steps is the run's length: rescaled with the epochs and the training set."""
+    assert recipe.scheduler_args["total_steps"] == recipe.epochs * math.ceil(50_000 / recipe.batch_size)
+    smoke = recipe.for_budget(2, 1000)
+    assert (smoke.epochs, smoke.scheduler_args["total_steps"]) == (2, 2 * math.ceil(1000 / recipe.batch_size))
+    assert recipe.scheduler_args["total_steps"] != smoke.scheduler_args["total_steps"]  # the original is untouched
+
+
+def test_torchdistill_config_expresses_the_recipe(recipe, tmp_path):
+    class TagsAsMappings(yaml.SafeLoader):
+        pass
+
+    # torchdistill's constructors (!import_call, !import_get) are read back as the mappings they hold.
+    TagsAsMappings.add_multi_constructor("!", lambda loader, suffix, node: loader.construct_mapping(node, deep=True))
+    text, notes = torchdistill_config(recipe, tmp_path, workers=1)
+    config = yaml.load(text, Loader=TagsAsMappings)
+    train = config["train"]
+    kd = train["criterion"]["kwargs"]["sub_terms"]["kd"]["criterion"]
+    assert kd["key"] == "KDLoss"
+    assert (kd["kwargs"]["temperature"], kd["kwargs"]["alpha"], kd["kwargs"]["beta"], kd["kwargs"]["label_smoothing"]) \
+        == (recipe.temperature, recipe.ce_weight, recipe.kd_weight, recipe.label_smoothing)
+    assert train["optimizer"] == {"key": recipe.optimizer.rsplit(".", 1)[-1], "kwargs": recipe.optimizer_args}
+    assert train["scheduler"]["key"] == recipe.scheduler.rsplit(".", 1)[-1]
+    assert train["scheduler"]["kwargs"] == recipe.scheduler_args
+    assert train["scheduler"]["scheduling_step"] == (1 if recipe.scheduler_interval == "step" else 0)
+    assert train["num_epochs"] == recipe.epochs
+    assert train["train_data_loader"]["kwargs"]["batch_size"] == recipe.batch_size
+    assert train["val_data_loader"]["kwargs"]["batch_size"] == recipe.eval_batch_size
+    assert train["teacher"]["requires_grad"] is False
+    models = config["models"]
+    assert models["teacher_model"]["kwargs"]["checkpoint"] == recipe.teacher["checkpoint"]
+    assert models["teacher_model"]["kwargs"]["eval_mode"] is True
+    transforms = config["datasets"]["cifar10/train"]["init"]["kwargs"]["transform"]["init"]["kwargs"]["transforms"]
+    by_key = {t["key"].rsplit(".", 1)[-1]: t["init"]["kwargs"] for t in transforms}
+    assert by_key["RandomCrop"] == {"size": 32, "padding": recipe.crop_padding}
+    assert by_key["Normalize"] == {"mean": list(recipe.mean), "std": list(recipe.std)}
+    assert any("eval mode" in note for note in notes)
+
+
+def test_batched_crop_flip_copies_shifted_windows():
+    """Without padding the crop is the image itself, possibly mirrored; with padding, a window of the padded image."""
+    images = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    out = crop_flip(images, 0, torch.Generator().manual_seed(0))
+    assert out.dtype == torch.uint8 and out.shape == images.shape
+    same, mirrored = (out == images).flatten(1).all(1), (out == images.flip(-1)).flatten(1).all(1)
+    assert bool((same | mirrored).all()) and 0 < int(mirrored.sum()) < 64
+    shifted = crop_flip(images, 2, torch.Generator().manual_seed(1))
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    for i in range(8):
+        windows = [padded[i, :, y:y + 8, x:x + 8] for y in range(5) for x in range(5)]
+        assert any(torch.equal(shifted[i], w) or torch.equal(shifted[i], w.flip(-1)) for w in windows)
