@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from lit_kd import metric_names as names
-from lit_kd.callbacks.reporting import file_stem, log_image, log_table, report_dir, shows_pictures
+from lit_kd.callbacks.reporting import file_stem, log_image, log_table, report_dir, show_image, shows_pictures
 from lit_kd.contract import KDBatch
 
 __all__ = ["DistillationDiagnostics", "expected_calibration_error"]
@@ -249,9 +249,7 @@ def plot_disagreements(examples: list[tuple[Tensor, int, int, int]], classes: tu
     figure = _figure(1.6 * columns, 1.9 * rows)
     for i, (image, target, teacher, student) in enumerate(examples):
         axes = figure.add_subplot(rows, columns, i + 1)
-        low, high = image.min(), image.max()  # also shows already-normalized pixels
-        pixels = ((image - low) / (high - low).clamp(min=1e-8)).permute(1, 2, 0).numpy()
-        axes.imshow(pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels, cmap="gray")
+        show_image(axes, image, stretch=True)  # stretched: also shows already-normalized pixels
         axes.set_title(f"y {name(target)}\nT {name(teacher)} S {name(student)}", fontsize=7)
         axes.axis("off")
     figure.tight_layout()

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from torch import Tensor
 
-__all__ = ["report_dir", "log_table", "log_image", "file_stem", "shows_pictures"]
+__all__ = ["report_dir", "log_table", "log_image", "file_stem", "shows_pictures", "show_image"]
 
 
 def report_dir(trainer: L.Trainer) -> Path:
@@ -89,6 +90,21 @@ def log_image(trainer: L.Trainer, key: str, path: str | Path) -> None:
             with Image.open(path) as image:
                 pixels = np.asarray(image.convert("RGB"))
             logger.experiment.add_image(key, pixels, global_step=trainer.global_step, dataformats="HWC")
+
+
+def show_image(axes: Any, image: Tensor, stretch: bool = False) -> None:
+    """Draw the ``(C, H, W)`` image ``image`` on matplotlib ``axes``: pixels in [0, 1] as they are, or
+    stretched to [0, 1] by the image's own minimum and maximum with ``stretch`` or when they lie outside
+    [0, 1] (a data module that normalizes itself); one channel in gray."""
+    image = image.detach().float().cpu()
+    low, high = image.min(), image.max()
+    if stretch or low < 0 or high > 1:
+        image = (image - low) / (high - low).clamp(min=1e-8)
+    pixels = image.permute(1, 2, 0).numpy()
+    if pixels.shape[-1] == 1:
+        axes.imshow(pixels[..., 0], cmap="gray", vmin=0, vmax=1)
+    else:
+        axes.imshow(pixels, vmin=0, vmax=1)
 
 
 def _cell(value: Any) -> str:

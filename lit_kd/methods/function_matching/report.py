@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_kd import metric_names as names
-from lit_kd.callbacks.reporting import log_image, report_dir
+from lit_kd.callbacks.reporting import log_image, report_dir, show_image
 
 __all__ = ["FedViews", "FunctionMatchingReport", "plot_views"]
 
@@ -38,17 +38,6 @@ class FedViews:
         return self.student.shape == self.teacher.shape and bool((self.student == self.teacher).all())
 
 
-def _displayable(images: Tensor) -> Tensor:
-    """``(N, H, W, C)`` in [0, 1] for imshow: pixels already in [0, 1] as they are, anything else
-    (a data module that normalizes itself) rescaled per image."""
-    images = images.float()
-    if images.min() < 0 or images.max() > 1:
-        low = images.amin(dim=(1, 2, 3), keepdim=True)
-        high = images.amax(dim=(1, 2, 3), keepdim=True)
-        images = (images - low) / (high - low).clamp(min=1e-8)
-    return images.permute(0, 2, 3, 1).contiguous()
-
-
 def plot_views(views: FedViews, path: Path) -> Path:
     """A grid of the fed images: one row when both networks read the same pixels, else a student row
     and a teacher row; the title names the view, the epoch and the mixup coefficient."""
@@ -60,12 +49,9 @@ def plot_views(views: FedViews, path: Path) -> Path:
     fig = Figure(figsize=(1.3 * count + 0.6, 1.4 * len(rows) + 0.5))
     axes = fig.subplots(len(rows), count, squeeze=False)
     for row, (label, images) in enumerate(rows):
-        pixels = _displayable(images)
         for column in range(count):
             ax = axes[row][column]
-            image = pixels[column]
-            ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray" if image.shape[-1] == 1 else None,
-                      vmin=0, vmax=1)
+            show_image(ax, images[column])
             ax.set_xticks([])
             ax.set_yticks([])
         axes[row][0].set_ylabel(label, fontsize=8)
