@@ -18,6 +18,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -182,6 +183,23 @@ class RunRecord:
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(dataclasses.asdict(self), indent=2))
 
+    def add_evaluation(self, epoch: int, images: int, budget: Budget, evaluate: Callable[[], float],
+                       out: Path) -> float:
+        """After an epoch: time ``evaluate()`` (the test accuracy), add the epoch to the history with the
+        training clock (evaluations excluded), save the record (a killed run still leaves its curve), print
+        one line; return the accuracy. The in-process runners' (plain, torchdistill) bookkeeping."""
+        start = time.perf_counter()
+        train_s = start - budget.start - budget.eval_s
+        accuracy = evaluate()
+        eval_s = time.perf_counter() - start
+        budget.eval_s += eval_s
+        self.history.append(EpochRecord(epoch=epoch, train_s=train_s, wall_s=budget.elapsed(), eval_s=eval_s,
+                                        images=images, test_acc=accuracy))
+        self.save(out)
+        print(json.dumps({"runner": self.runner, "epoch": epoch, "train_s": round(train_s, 1),
+                          "test_acc": round(accuracy, 4)}), flush=True)
+        return accuracy
+
     @classmethod
     def load(cls, path: Path) -> RunRecord:
         data = json.loads(path.read_text())
@@ -195,6 +213,7 @@ class Budget:
     def __init__(self, max_minutes: float | None) -> None:
         self.max_s = None if max_minutes is None else 60.0 * max_minutes
         self.start = time.perf_counter()
+        self.eval_s = 0.0  # evaluations so far (RunRecord.add_evaluation), taken off the training clock
 
     def restart(self) -> None:
         self.start = time.perf_counter()

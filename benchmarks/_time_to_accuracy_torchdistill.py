@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # lit_kd's model code and this package, in torchdistill's environment
     sys.path.insert(0, str(REPO))
 
-from benchmarks._time_to_accuracy_common import Budget, EpochRecord, RunRecord, read_cifar10  # noqa: E402
+from benchmarks._time_to_accuracy_common import Budget, RunRecord, read_cifar10  # noqa: E402
 
 MODEL_KEY = "lit_kd_model"
 
@@ -112,7 +112,7 @@ def run(job: dict[str, Any]) -> RunRecord:
         f"{config['train']['train_data_loader']['kwargs']['num_workers']} DataLoader worker(s)"])
     budget = Budget(job["max_minutes"])
     record.startup_s = time.time() - launched
-    eval_total, images = 0.0, 0
+    images = 0
     for epoch in range(box.num_epochs):
         box.pre_epoch_process(epoch=epoch)
         for sample_batch, targets, supp_dict in box.train_data_loader:
@@ -124,16 +124,8 @@ def run(job: dict[str, Any]) -> RunRecord:
                 break
         if record.stopped_by_budget:
             break
-        eval_start = time.perf_counter()
-        train_s = eval_start - budget.start - eval_total
-        accuracy = test_accuracy(box.student_model, box.val_data_loader)
-        eval_s = time.perf_counter() - eval_start
-        eval_total += eval_s
-        record.history.append(EpochRecord(epoch=epoch, train_s=train_s, wall_s=budget.elapsed(), eval_s=eval_s,
-                                          images=images, test_acc=accuracy))
-        record.save(Path(job["out"]))  # a killed run still leaves its curve
-        print(json.dumps({"runner": "torchdistill", "epoch": epoch, "train_s": round(train_s, 1),
-                          "test_acc": round(accuracy, 4)}), flush=True)
+        record.add_evaluation(epoch, images, budget, out=Path(job["out"]),
+                              evaluate=lambda: test_accuracy(box.student_model, box.val_data_loader))
         box.post_epoch_process()
         if budget.exceeded():
             record.stopped_by_budget = epoch + 1 < box.num_epochs

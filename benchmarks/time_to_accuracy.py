@@ -235,7 +235,7 @@ def run_plain(recipe: Recipe, data_root: Path, threads: int, max_minutes: float 
         "process, whose interpreter and imports are already there)."])
     record.startup_s = time.time() - launched
     budget = Budget(max_minutes)
-    eval_total, images = 0.0, 0
+    images = 0
     for epoch in range(recipe.epochs):
         order = torch.randperm(len(train_y), generator=generator)
         for start in range(0, len(order), recipe.batch_size):
@@ -255,16 +255,8 @@ def run_plain(recipe: Recipe, data_root: Path, threads: int, max_minutes: float 
                 break
         if record.stopped_by_budget:
             break
-        eval_start = time.perf_counter()
-        train_s = eval_start - budget.start - eval_total
-        accuracy = plain_test_accuracy(student, test_x, test_y, normalize, recipe.eval_batch_size)
-        eval_s = time.perf_counter() - eval_start
-        eval_total += eval_s
-        record.history.append(EpochRecord(epoch=epoch, train_s=train_s, wall_s=budget.elapsed(), eval_s=eval_s,
-                                          images=images, test_acc=accuracy))
-        record.save(out)
-        print(json.dumps({"runner": "plain", "epoch": epoch, "train_s": round(train_s, 1),
-                          "test_acc": round(accuracy, 4)}), flush=True)
+        record.add_evaluation(epoch, images, budget, out=out, evaluate=lambda: plain_test_accuracy(
+            student, test_x, test_y, normalize, recipe.eval_batch_size))
         if scheduler is not None and recipe.scheduler_interval == "epoch":
             scheduler.step()
         if budget.exceeded():
