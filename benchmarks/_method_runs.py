@@ -42,6 +42,12 @@ ENSEMBLE = [
 # The literature's CIFAR schedule that the configs' epoch-counted knobs were written for.
 PAPER_EPOCHS = 240
 EPOCH_KNOBS = ("warmup_epochs", "curriculum_epochs", "pretrain_epochs")
+# The common budget every CNN row is rewritten to (derive_config), and how the tables describe it.
+LR, BATCH_SIZE = 0.05, 64
+COMMON_BUDGET = (f"SGD {LR:g} + cosine, batch {BATCH_SIZE}, consistent augmentation; 45k train / 5k held-out val / "
+                 "10k test")
+VERDICTS_HEADER = ("Where each method stands against KD at this budget (test accuracy at the best-val epoch, "
+                   "difference in points):")
 
 
 @dataclass
@@ -108,6 +114,11 @@ def describe_budget(args: argparse.Namespace) -> tuple[str, str, bool]:
     return tag, per_epoch, bool(args.limit_train_batches or args.limit_val_batches)
 
 
+def budget_sentence(args: argparse.Namespace, per_epoch: str) -> str:
+    """The tables' first words: epochs, per-epoch budget, seeds and the common budget."""
+    return f"Budget: {args.epochs} epochs, {per_epoch}; seeds {', '.join(map(str, args.seeds))}; {COMMON_BUDGET}."
+
+
 def teacher_val_acc(records: list[dict]) -> float | None:
     """The teacher's held-out accuracy, as the first run that measured it logged it."""
     return next((r.get("teacher_val_acc") for r in records if r.get("teacher_val_acc")), None)
@@ -140,14 +151,14 @@ def derive_config(row: Row, student: dict, epochs: int, seed: int, out: Path,
             scheduler["init_args"]["warmup_steps"] = max(1, int(round(scheduler["init_args"]["warmup_steps"] * scale)))
     else:
         args["optimizer"] = {"class_path": "torch.optim.SGD",
-                             "init_args": {"lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}}
+                             "init_args": {"lr": LR, "momentum": 0.9, "weight_decay": 5e-4}}
         args["lr_scheduler"] = {"class_path": "torch.optim.lr_scheduler.CosineAnnealingLR",
                                 "init_args": {"T_max": epochs}}
         args.pop("scheduler_interval", None)
     data = config["data"]["init_args"]
     data.update(dataset="cifar10", data_dir=str(cifar10_dir()), val_split=0.1)
     if not row.keep_optimizer:
-        data["batch_size"] = 64
+        data["batch_size"] = BATCH_SIZE
     config["seed_everything"] = seed
     config["trainer"] = {
         "max_epochs": epochs, "default_root_dir": str(out), "accelerator": "cpu", "devices": 1,

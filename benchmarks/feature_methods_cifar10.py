@@ -23,8 +23,8 @@ import argparse
 from pathlib import Path
 
 from benchmarks._common import pct, write_results
-from benchmarks._method_runs import (Row, add_budget_arguments, describe_budget, run_row, table, teacher_val_acc,
-                                     verdicts)
+from benchmarks._method_runs import (VERDICTS_HEADER, Row, add_budget_arguments, budget_sentence, describe_budget,
+                                     run_row, table, teacher_val_acc, verdicts)
 
 C100 = "configs/cifar100/"
 CNN_ROWS = [Row("kd", C100 + "kd_resnet32x4_resnet8x4.yaml"),
@@ -57,16 +57,14 @@ def main() -> None:
     name = "feature_methods_cifar10" + (f"_smoke_{budget}" if smoke else "")
     teacher_acc = teacher_val_acc(records)
     lines = ["# Feature, relation and contrastive methods vs KD and FitNet on real CIFAR-10", "",
-             f"Budget: {args.epochs} epochs, {per_epoch}; seeds {', '.join(map(str, args.seeds))}; SGD 0.05 + cosine, "
-             "batch 64, consistent augmentation; 45k train / 5k held-out val / 10k test. Teacher: pretrained resnet56_a "
+             budget_sentence(args, per_epoch) + " Teacher: pretrained resnet56_a "
              f"(93.4% test; {pct(teacher_acc)}% on the held-out val, which it was trained on) → resnet20_a. "
              "Accuracies in %, mean ± half-range over seeds; 'last' is the last epoch, 'best val' the epoch with the "
              "best held-out accuracy (with the test accuracy at that epoch), 'best test' the best test epoch "
              "(optimistic, for reference). Step ÷ KD: median training-step time over the fit ÷ KD's, same seed. "
              "Initialization stages and warm-ups written for 240 epochs are scaled to the budget.", "",
              *table(records, extra_parameters=True), "",
-             "Where each method stands against KD at this budget (test accuracy at the best-val epoch, "
-             "difference in points):", "", *verdicts(records)]
+             VERDICTS_HEADER, "", *verdicts(records)]
     if vit_records:
         vit_budget = f"{args.vit_epochs} epoch(s)" + (f" of {args.vit_limit_train_batches} batches of 128"
                                                       if args.vit_limit_train_batches else " (352 batches of 128)")

@@ -23,8 +23,8 @@ import json
 from pathlib import Path
 
 from benchmarks._common import pct, write_results
-from benchmarks._method_runs import (RESNET20_A_PRETRAINED, Row, add_budget_arguments, describe_budget, run_row,
-                                     table, teacher_val_acc, verdicts)
+from benchmarks._method_runs import (RESNET20_A_PRETRAINED, VERDICTS_HEADER, Row, add_budget_arguments, budget_sentence,
+                                     describe_budget, run_row, table, teacher_val_acc, verdicts)
 
 C100 = "configs/cifar100/"
 ROWS = [
@@ -70,16 +70,14 @@ def main() -> None:
     name = "logit_methods_cifar10" + (f"_smoke_{budget}" if smoke else "")
     teacher_acc = teacher_val_acc(records)
     lines = ["# Logit-based, multi-teacher, self- and online methods vs KD on real CIFAR-10", "",
-             f"Budget: {args.epochs} epochs, {per_epoch}; seeds {', '.join(map(str, args.seeds))}; SGD 0.05 + cosine, "
-             "batch 64, consistent augmentation; 45k train / 5k held-out val / 10k test. Teacher: pretrained "
+             budget_sentence(args, per_epoch) + " Teacher: pretrained "
              f"resnet56_a (93.4% test; {pct(teacher_acc)}% on the held-out val, which it was trained on); "
              "ensemble rows: the four pretrained resnet20/32/44/56_a. Accuracies in %, mean ± half-range over seeds; "
              "'last' is the last epoch, 'best val' the epoch with the best held-out accuracy (with the test "
              "accuracy at that epoch), 'best test' the best test epoch (optimistic, for reference only). "
              "Step ÷ KD: median training-step time over the fit ÷ KD's, same student and seed.", "",
              *table(records), "",
-             "Where each method stands against KD at this budget (test accuracy at the best-val epoch, "
-             "difference in points):", "", *verdicts(records)]
+             VERDICTS_HEADER, "", *verdicts(records)]
     write_results(name, {"epochs": args.epochs, "seeds": args.seeds, "limit_train_batches": args.limit_train_batches,
                          "rows": records}, "\n".join(lines))
     print(json.dumps({"written": name}))
