@@ -57,6 +57,10 @@ class Recipe:
     scheduler_args: dict[str, Any] = field(default_factory=dict)
     scheduler_interval: str = "epoch"  # "step": stepped after every optimizer step
     crop_padding: int = 4  # random crop of the image size from a zero-padded copy, then a horizontal flip
+    # lit_kd's speed switches (docs/speed.md): what the plain loop reproduces; torchdistill cannot express them.
+    channels_last: bool = False  # both networks and their input in channels-last memory format
+    compile: str | None = None  # "student", "teacher" or "both": nn.Module.compile in place
+    compile_options: dict[str, Any] = field(default_factory=dict)  # torch.compile backend / mode
 
     def steps_per_epoch(self, train_images: int) -> int:
         """Optimizer steps of one epoch over ``train_images`` (the last, smaller batch is kept)."""

@@ -131,7 +131,7 @@ def recipe_from_config(path: str | Path) -> Recipe:
         raise ValueError(f"{path}: seed_everything must be an integer, so that every runner starts from the same seed")
     if "optimizer" not in model["init_args"]:
         raise ValueError(f"{path}: the recipe must name its optimizer (class_path + init_args)")
-    for key in ("normalize_inputs", "channels_last", "compile", "teacher_precision", "logit_standardization"):
+    for key in ("normalize_inputs", "teacher_precision", "logit_standardization"):
         if key in model["init_args"] and model["init_args"][key] != _method_defaults(KD).get(key):
             raise ValueError(f"{path}: {key}={model['init_args'][key]!r} is not reproduced by the plain loop yet")
     networks = {role: dict(args[role]) for role in ("teacher", "student")}
@@ -158,6 +158,9 @@ def recipe_from_config(path: str | Path) -> Recipe:
         scheduler=scheduler["class_path"] if scheduler else None,
         scheduler_args=dict(scheduler.get("init_args") or {}) if scheduler else {},
         scheduler_interval=args["scheduler_interval"],
+        channels_last=bool(args["channels_last"]), compile=args["compile"],
+        compile_options={k: v for k, v in (("backend", args["compile_backend"]), ("mode", args["compile_mode"]))
+                         if v is not None},
     )
 
 
@@ -223,9 +226,16 @@ def run_plain(recipe: Recipe, data_root: Path, threads: int, max_minutes: float 
     student = create_model(ModelSpec(**recipe.student)).train()
     teacher = create_model(ModelSpec(**recipe.teacher)).eval().requires_grad_(False)
     mean, std = torch.tensor(recipe.mean).view(1, -1, 1, 1), torch.tensor(recipe.std).view(1, -1, 1, 1)
+    layout = torch.channels_last if recipe.channels_last else torch.contiguous_format
+    student.to(memory_format=layout)
+    teacher.to(memory_format=layout)
+    if recipe.compile in ("student", "both"):
+        student.compile(**recipe.compile_options)
+    if recipe.compile in ("teacher", "both"):
+        teacher.compile(**recipe.compile_options)
 
     def normalize(pixels: Tensor) -> Tensor:
-        return (pixels.float().div_(255) - mean) / std
+        return ((pixels.float().div_(255) - mean) / std).contiguous(memory_format=layout)
 
     optimizer = build_optimizer(recipe, [p for p in student.parameters() if p.requires_grad])
     scheduler = build_scheduler(recipe, optimizer)
@@ -491,6 +501,11 @@ def torchdistill_config(recipe: Recipe, data_root: Path, workers: int) -> tuple[
         "(pre_epoch_process, forward_process + post_forward_process per batch, post_epoch_process) and evaluates "
         "after every epoch, without its example script's per-step logging and checkpoint writes.",
     ]
+    switches = [name for name, on in (("channels_last", recipe.channels_last),
+                                       (f"compile: {recipe.compile}", recipe.compile)) if on]
+    if switches:
+        notes.append(f"The recipe's speed switches ({', '.join(switches)}) have no torchdistill config key: its "
+                     "networks run eagerly in the default (contiguous) memory format.")
     text = yaml.dump(config, Dumper=_TorchdistillDumper, sort_keys=False, width=120, default_flow_style=None)
     return text, notes
 
@@ -598,7 +613,7 @@ def report(records: dict[str, RunRecord], recipe: Recipe, args: argparse.Namespa
               f"{recipe.optimizer.rsplit('.', 1)[-1]} ({optimizer_args}), "
               f"{(recipe.scheduler or 'no scheduler').rsplit('.', 1)[-1]} ({scheduler_args}) stepped per "
               f"{recipe.scheduler_interval}, loss {recipe.ce_weight}·CE (label smoothing {recipe.label_smoothing}) + "
-              f"{recipe.kd_weight}·T²·KL at T = {recipe.temperature}, seed {recipe.seed}; test accuracy on "
+              f"{recipe.kd_weight}·T²·KL at T = {recipe.temperature}, {_switches(recipe)}, seed {recipe.seed}; test accuracy on "
               f"{test_images} test images after every epoch (batch {recipe.eval_batch_size}). Runners "
               f"{'read back from earlier invocations' if args.report_only else 'back to back'} "
               f"({', '.join(records)}), {args.threads} torch threads each, budget "
@@ -616,6 +631,14 @@ def report(records: dict[str, RunRecord], recipe: Recipe, args: argparse.Namespa
                "thresholds": list(thresholds), "threads": args.threads, "max_minutes": args.max_minutes,
                "runs": {name: dataclasses.asdict(r) for name, r in records.items()}, "ratios": ratios}
     return payload, "\n".join(lines)
+
+
+def _switches(recipe: Recipe) -> str:
+    layout = "channels-last" if recipe.channels_last else "contiguous (not channels-last)"
+    if recipe.compile is None:
+        return f"{layout}, eager"
+    options = ", ".join(f"{k} {v}" for k, v in recipe.compile_options.items())
+    return f"{layout}, compile: {recipe.compile}" + (f" ({options})" if options else "")
 
 
 def _under_load(records: dict[str, RunRecord], threads: int) -> bool:
@@ -695,6 +718,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run: lit_kd's Checkpoint refuses old checkpoints
         run_dir.mkdir(parents=True)
+        # Each runner compiles from an empty inductor cache, as a first run does: no runner reuses the kernels
+        # an earlier one compiled (the plain loop runs in this process, so the variable is set here).
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(run_dir / "inductor_cache")
         load_before = list(os.getloadavg())
         print(f"== {runner}: {recipe.epochs} epoch(s), {len(train_y)} training images, load {load_before}", flush=True)
         if runner == "lit_kd":

@@ -39,6 +39,8 @@ def test_plain_loop_reads_the_recipe_lit_kd_fit_builds(recipe, tmp_path, monkeyp
     assert (model.temperature, model.ce_weight, model.kd_weight, model.label_smoothing) == (
         recipe.temperature, recipe.ce_weight, recipe.kd_weight, recipe.label_smoothing)
     assert model.scheduler_interval == recipe.scheduler_interval
+    assert (model.channels_last, model.compile_networks) == (recipe.channels_last, recipe.compile)
+    assert {k: v for k, v in model.compile_options.items() if v is not None} == recipe.compile_options
     assert (model.hparams["teacher"]["name"], model.hparams["student"]["name"]) == (
         recipe.teacher["name"], recipe.student["name"])
     for adapter in (model.student_input, model.teacher_input):
@@ -101,6 +103,7 @@ def test_torchdistill_config_expresses_the_recipe(recipe, tmp_path):
     assert by_key["RandomCrop"] == {"size": 32, "padding": recipe.crop_padding}
     assert by_key["Normalize"] == {"mean": list(recipe.mean), "std": list(recipe.std)}
     assert any("eval mode" in note for note in notes)
+    assert any("no torchdistill config key" in note for note in notes) == bool(recipe.channels_last or recipe.compile)
 
 
 def test_batched_crop_flip_copies_shifted_windows():
