@@ -214,32 +214,65 @@ def plain_test_accuracy(student: nn.Module, images: Tensor, labels: Tensor, norm
     return correct / max(len(labels), 1)
 
 
+class PlainKD:
+    """The recipe in plain PyTorch, one optimizer step at a time: the same networks
+    (``lit_kd.models.create_model``; the student first, as lit_kd's KD builds it, so the same seed gives
+    the same initial weights), the speed switches, the batched crop and flip on uint8 images shared by
+    both networks, the teacher in eval mode under ``torch.no_grad()``, the optimizer and its schedule."""
+
+    def __init__(self, recipe: Recipe, train_x: Tensor, train_y: Tensor) -> None:
+        from lit_kd.models import ModelSpec, create_model
+
+        self.recipe, self.train_x, self.train_y = recipe, train_x, train_y
+        torch.manual_seed(recipe.seed)
+        self.student = create_model(ModelSpec(**recipe.student)).train()
+        self.teacher = create_model(ModelSpec(**recipe.teacher)).eval().requires_grad_(False)
+        self.mean = torch.tensor(recipe.mean).view(1, -1, 1, 1)
+        self.std = torch.tensor(recipe.std).view(1, -1, 1, 1)
+        self.layout = torch.channels_last if recipe.channels_last else torch.contiguous_format
+        self.student.to(memory_format=self.layout)
+        self.teacher.to(memory_format=self.layout)
+        if recipe.compile in ("student", "both"):
+            self.student.compile(**recipe.compile_options)
+        if recipe.compile in ("teacher", "both"):
+            self.teacher.compile(**recipe.compile_options)
+        self.optimizer = build_optimizer(recipe, [p for p in self.student.parameters() if p.requires_grad])
+        self.scheduler = build_scheduler(recipe, self.optimizer)
+        self.generator = torch.Generator().manual_seed(recipe.seed)
+
+    def normalize(self, pixels: Tensor) -> Tensor:
+        return ((pixels.float().div_(255) - self.mean) / self.std).contiguous(memory_format=self.layout)
+
+    def epoch_order(self) -> Tensor:
+        return torch.randperm(len(self.train_y), generator=self.generator)
+
+    def step(self, index: Tensor) -> None:
+        """One training step on the images ``index``: augment, teacher, student, loss, update, schedule."""
+        recipe = self.recipe
+        inputs = self.normalize(crop_flip(self.train_x[index], recipe.crop_padding, self.generator))
+        with torch.no_grad():
+            teacher_logits = self.teacher(inputs)
+        loss = kd_objective(self.student(inputs), teacher_logits, self.train_y[index], recipe)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.scheduler is not None and recipe.scheduler_interval == "step":
+            self.scheduler.step()
+
+    def end_epoch(self) -> None:
+        if self.scheduler is not None and self.recipe.scheduler_interval == "epoch":
+            self.scheduler.step()
+
+    def test_accuracy(self, images: Tensor, labels: Tensor) -> float:
+        return plain_test_accuracy(self.student, images, labels, self.normalize, self.recipe.eval_batch_size)
+
+
 def run_plain(recipe: Recipe, data_root: Path, threads: int, max_minutes: float | None, out: Path) -> RunRecord:
     """The recipe as a plain PyTorch loop, in this process."""
-    from lit_kd.models import ModelSpec, create_model
-
     launched = time.time()
     torch.set_num_threads(threads)
-    torch.manual_seed(recipe.seed)
     train_x, train_y, test_x, test_y = read_cifar10(data_root)
-    # Student first, as lit_kd's KD builds it, so the same seed gives the same initial weights.
-    student = create_model(ModelSpec(**recipe.student)).train()
-    teacher = create_model(ModelSpec(**recipe.teacher)).eval().requires_grad_(False)
-    mean, std = torch.tensor(recipe.mean).view(1, -1, 1, 1), torch.tensor(recipe.std).view(1, -1, 1, 1)
-    layout = torch.channels_last if recipe.channels_last else torch.contiguous_format
-    student.to(memory_format=layout)
-    teacher.to(memory_format=layout)
-    if recipe.compile in ("student", "both"):
-        student.compile(**recipe.compile_options)
-    if recipe.compile in ("teacher", "both"):
-        teacher.compile(**recipe.compile_options)
-
-    def normalize(pixels: Tensor) -> Tensor:
-        return ((pixels.float().div_(255) - mean) / std).contiguous(memory_format=layout)
-
-    optimizer = build_optimizer(recipe, [p for p in student.parameters() if p.requires_grad])
-    scheduler = build_scheduler(recipe, optimizer)
-    generator = torch.Generator().manual_seed(recipe.seed)
+    loop = PlainKD(recipe, train_x, train_y)
     record = RunRecord(runner="plain", threads=torch.get_num_threads(), notes=[
         "start-up counts reading the data and building the networks only (it runs inside the benchmark's own "
         "process, whose interpreter and imports are already there)."])
@@ -247,28 +280,18 @@ def run_plain(recipe: Recipe, data_root: Path, threads: int, max_minutes: float 
     budget = Budget(max_minutes)
     images = 0
     for epoch in range(recipe.epochs):
-        order = torch.randperm(len(train_y), generator=generator)
+        order = loop.epoch_order()
         for start in range(0, len(order), recipe.batch_size):
             index = order[start:start + recipe.batch_size]
-            inputs = normalize(crop_flip(train_x[index], recipe.crop_padding, generator))
-            with torch.no_grad():
-                teacher_logits = teacher(inputs)
-            loss = kd_objective(student(inputs), teacher_logits, train_y[index], recipe)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None and recipe.scheduler_interval == "step":
-                scheduler.step()
+            loop.step(index)
             images += len(index)
             if budget.exceeded():
                 record.stopped_by_budget = True
                 break
         if record.stopped_by_budget:
             break
-        record.add_evaluation(epoch, images, budget, out=out, evaluate=lambda: plain_test_accuracy(
-            student, test_x, test_y, normalize, recipe.eval_batch_size))
-        if scheduler is not None and recipe.scheduler_interval == "epoch":
-            scheduler.step()
+        record.add_evaluation(epoch, images, budget, out=out, evaluate=lambda: loop.test_accuracy(test_x, test_y))
+        loop.end_epoch()
         if budget.exceeded():
             record.stopped_by_budget = epoch + 1 < recipe.epochs
             break
@@ -381,7 +404,8 @@ def run_lit_kd(recipe: Recipe, data_root: Path, threads: int, max_minutes: float
             returncode = "timeout"
     record = RunRecord(runner="lit_kd", notes=[
         f"lit-kd fit --config {_shown(recipe.config)} (+ TrainingClock; no progress bar, no sanity check). Its "
-        "evaluations also run the teacher (the teacher check, DistillationDiagnostics): excluded from the times."])
+        "evaluations also use the teacher's logits (the teacher check, DistillationDiagnostics; computed at the first "
+        "evaluation, reused after it): excluded from the times."])
     clock_path = run_dir / "clock.json"
     if not clock_path.exists():
         record.failed = f"lit-kd fit exited {returncode} before the first evaluation; see {run_dir / 'fit.log'}"
@@ -613,7 +637,7 @@ def report(records: dict[str, RunRecord], recipe: Recipe, args: argparse.Namespa
               f"{recipe.optimizer.rsplit('.', 1)[-1]} ({optimizer_args}), "
               f"{(recipe.scheduler or 'no scheduler').rsplit('.', 1)[-1]} ({scheduler_args}) stepped per "
               f"{recipe.scheduler_interval}, loss {recipe.ce_weight}·CE (label smoothing {recipe.label_smoothing}) + "
-              f"{recipe.kd_weight}·T²·KL at T = {recipe.temperature}, {_switches(recipe)}, seed {recipe.seed}; test accuracy on "
+              f"{recipe.kd_weight}·T²·KL at T = {recipe.temperature}, {describe_switches(recipe)}, seed {recipe.seed}; test accuracy on "
               f"{test_images} test images after every epoch (batch {recipe.eval_batch_size}). Runners "
               f"{'read back from earlier invocations' if args.report_only else 'back to back'} "
               f"({', '.join(records)}), {args.threads} torch threads each, budget "
@@ -633,7 +657,17 @@ def report(records: dict[str, RunRecord], recipe: Recipe, args: argparse.Namespa
     return payload, "\n".join(lines)
 
 
-def _switches(recipe: Recipe) -> str:
+def earliest_machine_record(folder: Path) -> dict[str, Any] | None:
+    """The machine record of the first report written in ``folder`` (the runs' own), if any."""
+    for path in sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime):
+        machine = json.loads(path.read_text()).get("machine")
+        if machine:
+            return machine
+    return None
+
+
+def describe_switches(recipe: Recipe) -> str:
+    """The recipe's memory format and compilation, as the reports write them."""
     layout = "channels-last" if recipe.channels_last else "contiguous (not channels-last)"
     if recipe.compile is None:
         return f"{layout}, eager"
@@ -737,9 +771,11 @@ def main(argv: list[str] | None = None) -> int:
                           "failed": record.failed}), flush=True)
 
     payload, markdown = report(records, recipe, args, len(train_y), len(test_y), smoke)
-    write_results(name, payload, markdown, results_dir=args.out)
+    # A report rebuilt from earlier runs keeps their machine record (date, commit): that is when they were measured.
+    measured_on = earliest_machine_record(args.out) if args.report_only else None
+    write_results(name, payload, markdown, measured_on=measured_on, results_dir=args.out)
     if args.publish:
-        write_results(name, payload, markdown)
+        write_results(name, payload, markdown, measured_on=measured_on)
     return 1 if any(r.failed for r in records.values()) else 0
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FeatureTap", "TapError", "PRE_LOGITS", "feature_channels", "feature_info", "stage_count"]
+__all__ = ["FeatureTap", "TapError", "PRE_LOGITS", "feature_channels", "feature_info", "feature_readers", "stage_count"]
 
 Layer = int | str
 
@@ -54,6 +54,7 @@ class FeatureTap:
         self._captured: dict[str, Tensor] = {}
         self._armed = False
         self._forward = self._run  # replaced by a compiled version by compile()
+        self.is_compiled = False
         #: Cast logits and features to this dtype (a teacher run in bf16 hands back the run's precision).
         self.output_dtype: torch.dtype | None = None
 
@@ -133,6 +134,7 @@ class FeatureTap:
         of one compiled graph. The model's own ``forward`` is not affected (compile it separately,
         in place with ``model.compile()``, so its state-dict keys keep their names)."""
         self._forward = torch.compile(self._run, **options)
+        self.is_compiled = True
 
     def __call__(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         logits, features = self._forward(x)
@@ -159,6 +161,43 @@ class FeatureTap:
             self._armed = False
             self._captured.clear()
         return logits, features
+
+
+def feature_readers(owner: Any, depth: int = 2) -> list[Any]:
+    """The objects that read a network's features for ``owner`` (a method): every :class:`FeatureTap`
+    and every other plain object with a ``model`` and a ``compile(**options)`` (a method's own reader,
+    such as InDistill's ``LayerReader``), among ``owner``'s public attributes and, up to ``depth``
+    levels, inside plain helper objects, lists, tuples and dicts. A reader is returned, not searched
+    (its own taps run inside it); ``nn.Module``s are not searched (their taps would be their own).
+    Used to compile the readers of compiled networks and to set their output precision."""
+    found: list[Any] = []
+    seen: set[int] = set()
+
+    def visit(value: Any, level: int) -> None:
+        if id(value) in seen or isinstance(value, (nn.Module, Tensor, str, bytes, int, float, bool, type(None))):
+            return
+        seen.add(id(value))
+        if isinstance(value, FeatureTap) or (isinstance(getattr(value, "model", None), nn.Module)
+                                             and callable(getattr(value, "compile", None))):
+            found.append(value)
+            return
+        if level == 0:
+            return
+        if isinstance(value, (list, tuple)):
+            children: Any = value
+        elif isinstance(value, dict):
+            children = value.values()
+        elif hasattr(value, "__dict__") and not callable(value):
+            children = vars(value).values()
+        else:
+            return
+        for child in children:
+            visit(child, level - 1)
+
+    for name, value in vars(owner).items():
+        if not name.startswith("_"):
+            visit(value, depth)
+    return found
 
 
 @torch.no_grad()

@@ -378,3 +378,31 @@ def test_methods_that_run_the_teacher_themselves_hand_back_the_runs_precision_un
         module.training_losses(KDBatch(image=image, target=torch.randint(0, 10, (4,))))
     assert inner and inner[0] == torch.bfloat16  # the teacher itself computed in bf16 ...
     assert targets and all(t.dtype == torch.float32 for t in targets)  # ... and its targets come back float32
+
+
+def test_compile_reaches_readers_held_inside_a_methods_helpers(fresh_dynamo):
+    """InDistill reads its networks through LayerReader objects (not FeatureTaps in the module's own
+    attributes): compile='both' compiles them with their networks, the counted graphs include theirs, and
+    the compiled module's losses equal the eager module's."""
+    from lit_kd import InDistill, ModelSpec
+    from lit_kd.contract import KDBatch
+    from lit_kd.taps import feature_readers
+
+    torch.manual_seed(0)
+    backend = CountingBackend()
+    modules = {}
+    for mode in ("eager", "both"):
+        modules[mode] = InDistill(ModelSpec("cnn32_small", num_classes=10), ModelSpec("cnn32", num_classes=10),
+                                  check_teacher=False, compile=None if mode == "eager" else mode)
+    modules["both"].compile_options["backend"] = backend  # counts the graphs
+    modules["both"].load_state_dict(modules["eager"].state_dict())
+    for module in modules.values():
+        module.setup("fit")
+    readers = feature_readers(modules["both"])
+    assert {id(r) for r in readers} == {id(modules["both"].student_reader), id(modules["both"].teacher_reader)}
+    assert all(r.is_compiled for r in readers) and not any(r.is_compiled for r in feature_readers(modules["eager"]))
+    batch = KDBatch(image=torch.rand(4, 3, 32, 32), target=torch.randint(0, 10, (4,)))
+    graphs = backend.graphs
+    losses = {mode: module.training_losses(batch)[0] for mode, module in modules.items()}
+    assert backend.graphs > graphs  # the readers' forward_intermediates went through the compiler
+    torch.testing.assert_close(losses["both"], losses["eager"], rtol=1e-5, atol=1e-6)

@@ -118,3 +118,45 @@ def test_batched_crop_flip_copies_shifted_windows():
     for i in range(8):
         windows = [padded[i, :, y:y + 8, x:x + 8] for y in range(5) for x in range(5)]
         assert any(torch.equal(shifted[i], w) or torch.equal(shifted[i], w.flip(-1)) for w in windows)
+
+
+def test_step_benchmark_alternates_timed_segments(tmp_path):
+    """recipe_step_time's callback: lit_kd's steps in rounds of `segment`, each followed by `segment` plain
+    steps that are not counted in lit_kd's intervals; warm-up steps of both untimed."""
+    import time as clock
+
+    from benchmarks.recipe_step_time import Interleave
+    from lit_kd import KD, ModelSpec
+    from tests.helpers import digits, tiny_trainer
+
+    class SlowPlain:  # the plain loop's interface; each step sleeps long enough to show if it leaked into lit_kd's
+        recipe = type("R", (), {"batch_size": 4})()
+        calls = 0
+
+        def epoch_order(self):
+            return torch.arange(10)
+
+        def step(self, index):
+            assert len(index) == 4
+            SlowPlain.calls += 1
+            clock.sleep(0.5)
+
+    interleave = Interleave(SlowPlain(), segment=3, warmup=2)
+    trainer = tiny_trainer(tmp_path, limit_train_batches=2 + 1 + 2 * 3, limit_val_batches=0, callbacks=[interleave])
+    trainer.fit(KD(ModelSpec("resnet8", num_classes=10), ModelSpec("resnet8", num_classes=10)), datamodule=digits())
+    assert [len(r) for r in interleave.lit] == [3, 3, 1] and [len(r) for r in interleave.plain_times] == [3, 3]
+    assert SlowPlain.calls == 2 + 2 * 3
+    assert min(t for r in interleave.plain_times for t in r) >= 0.5
+    # A leaked plain segment would add 3 x 0.5 s to one of lit_kd's intervals.
+    assert max(t for r in interleave.lit for t in r) < 1.5
+
+
+def test_speed_switches_times_one_variant_of_the_recipes_networks(capsys):
+    """The speed-switch benchmark's per-variant run: the config's networks in the variant's memory format."""
+    import json
+
+    from benchmarks.speed_switches import main as speed_switches
+
+    speed_switches(["--one", "channels_last", "--batch", "4", "--steps", "1", "--threads", "1"])
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(row) == {"warmup_s", "step_ms", "teacher_ms"} and all(v > 0 for v in row.values())

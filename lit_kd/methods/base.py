@@ -309,7 +309,7 @@ class StudentModule(L.LightningModule):
     def _compile(self) -> None:
         """Compile the chosen networks in place (``nn.Module.compile``: no ``_orig_mod.`` wrapper, so
         state-dict keys stay as they are) and the feature taps that read them."""
-        from lit_kd.taps import FeatureTap
+        from lit_kd.taps import feature_readers
 
         frozen = self.frozen_networks()
         if self.compile_networks in ("teacher", "both") and not frozen:
@@ -321,9 +321,9 @@ class StudentModule(L.LightningModule):
         for network in networks:
             network.compile(**options)
         compiled = {id(network) for network in networks}
-        for value in vars(self).values():
-            if isinstance(value, FeatureTap) and id(value.model) in compiled:
-                value.compile(**options)
+        for reader in feature_readers(self):
+            if id(reader.model) in compiled:
+                reader.compile(**options)
         self._compiled = True
 
     def frozen_networks(self) -> dict[str, nn.Module]:
@@ -630,8 +630,20 @@ class DistillationModule(StudentModule):
             student trains in the run's precision. Faster where the hardware computes in bf16 natively
             (CUDA GPUs from Ampere on, CPUs with AVX512-BF16/AMX); elsewhere it is slower and a
             warning says so at the start of the fit. ``None`` (default): the run's precision.
+        cache_eval_teacher: when the teacher's logits are needed at every evaluation
+            (``log_agreement``, which ``DistillationDiagnostics`` switches on), keep those of each
+            evaluation batch (a copy, on the device, up to :attr:`EVAL_CACHE_BYTES`) and reuse them at
+            the next evaluation of the same batch instead of running the frozen teacher again on pixels
+            it has already seen. A batch is reused only when its pixels' fingerprint matches
+            (:func:`pixel_fingerprint`), so shuffled or changed evaluation data is recomputed; the cache
+            is emptied at every ``setup`` and ``teardown`` and whenever a method changes a frozen
+            network (:meth:`forget_teacher_outputs`).
         **kwargs: the :class:`StudentModule` arguments.
     """
+
+    #: Most memory the cached evaluation logits of the teacher may take (per process); past it, later
+    #: batches are computed every time. 50,000 images x 1,000 classes in float32 is 200 MB.
+    EVAL_CACHE_BYTES = 512 * 2**20
 
     def __init__(
         self,
@@ -641,6 +653,7 @@ class DistillationModule(StudentModule):
         check_teacher: bool = True,
         log_agreement: bool = False,
         teacher_precision: str | None = None,
+        cache_eval_teacher: bool = True,
         **kwargs: Any,
     ) -> None:
         if teacher_precision not in (None, "bf16"):
@@ -655,6 +668,10 @@ class DistillationModule(StudentModule):
         self._teacher_checked = False
         # The teacher's logits of the current validation batch, for callbacks (DistillationDiagnostics).
         self.validation_teacher_logits: Tensor | None = None
+        self.cache_eval_teacher = cache_eval_teacher
+        # (stage, dataloader index, batch index) -> (pixel fingerprint, teacher logits)
+        self._eval_teacher_cache: dict[tuple[str, int, int], tuple[Tensor, Tensor]] = {}
+        self._eval_cache_bytes = 0
         self._eval_notice_filter: tuple | None = None
 
     # ------------------------------------------------------------------ the frozen networks
@@ -691,6 +708,7 @@ class DistillationModule(StudentModule):
 
     def setup(self, stage: str) -> None:
         super().setup(stage)
+        self.forget_teacher_outputs()  # another run may bring other data or another teacher state
         if stage == "fit" and self._eval_notice_filter is None:
             # Lightning notes the modules in eval mode at the start of training; the frozen networks are in eval
             # mode by design. Hidden for this fit only, and only when they are exactly the modules it counts.
@@ -702,6 +720,7 @@ class DistillationModule(StudentModule):
 
     def teardown(self, stage: str) -> None:
         super().teardown(stage)
+        self.forget_teacher_outputs()
         if self._eval_notice_filter is not None and self._eval_notice_filter in warnings.filters:
             warnings.filters.remove(self._eval_notice_filter)
         self._eval_notice_filter = None
@@ -741,14 +760,14 @@ class DistillationModule(StudentModule):
 
     def _setup_teacher_precision(self) -> None:
         """Taps of frozen networks hand back features in the run's dtype; warn where bf16 is slower."""
-        from lit_kd.taps import FeatureTap
+        from lit_kd.taps import FeatureTap, feature_readers
 
         param = next(self.teacher.parameters(), None)
         run_dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
         frozen = {id(network) for network in self.frozen_networks().values()}
-        for value in vars(self).values():
-            if isinstance(value, FeatureTap) and id(value.model) in frozen:
-                value.output_dtype = run_dtype
+        for reader in feature_readers(self):  # a method's own readers hand back the run's dtype themselves
+            if isinstance(reader, FeatureTap) and id(reader.model) in frozen:
+                reader.output_dtype = run_dtype
         slower = _bf16_slower_reason(param.device if param is not None else self.device)
         if slower:
             warnings.warn(f"teacher_precision='bf16' will make the teacher SLOWER here: {slower} Remove "
@@ -779,6 +798,42 @@ class DistillationModule(StudentModule):
             logits = getattr(self, name)(getattr(self, f"{name}_input")(teacher_image))
         return self.in_run_precision(logits, teacher_image)  # back to the run's precision for the losses
 
+    # ------------------------------------------------------------------ evaluation
+    def forget_teacher_outputs(self) -> None:
+        """Drop the cached evaluation logits of the teacher. Methods that change a frozen network
+        between evaluations (PS-KD's snapshot) call it."""
+        self._eval_teacher_cache.clear()
+        self._eval_cache_bytes = 0
+
+    @property
+    def cached_evaluation_batches(self) -> int:
+        """How many evaluation batches' teacher logits are cached now (``cache_eval_teacher``)."""
+        return len(self._eval_teacher_cache)
+
+    def evaluation_teacher_logits(self, batch: KDBatch, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        """The teacher's logits of an evaluation batch: read back when the same batch (same stage,
+        loader and index, same pixels) was evaluated before in this run, else one teacher forward.
+        Kept only when later evaluations will need them (``cache_eval_teacher`` and ``log_agreement``)."""
+        if not (self.cache_eval_teacher and self.log_agreement):
+            return self.teacher_logits(batch.teacher_image)
+        stage = getattr(self.trainer.state.stage, "value", None) if self._trainer is not None else None
+        # The sanity check reads the first validation batches: they are the validation's own.
+        key = ("validate" if stage == "sanity_check" else str(stage), dataloader_idx, batch_idx)
+        fingerprint = pixel_fingerprint(batch.teacher_image)
+        cached = self._eval_teacher_cache.pop(key, None)
+        if cached is not None:
+            self._eval_cache_bytes -= _nbytes(*cached)
+            if cached[0].shape == fingerprint.shape and torch.equal(cached[0], fingerprint):
+                self._eval_teacher_cache[key] = cached
+                self._eval_cache_bytes += _nbytes(*cached)
+                return cached[1].clone()  # the caller may change its copy; the cache keeps its own
+        logits = self.teacher_logits(batch.teacher_image)
+        entry = (fingerprint, logits.detach().clone())  # a copy: compiled graphs may reuse output buffers
+        if self._eval_cache_bytes + _nbytes(*entry) <= self.EVAL_CACHE_BYTES:
+            self._eval_teacher_cache[key] = entry
+            self._eval_cache_bytes += _nbytes(*entry)
+        return logits
+
     # ------------------------------------------------------------------ teacher sanity check
     def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         batch = KDBatch.from_any(batch)
@@ -788,7 +843,8 @@ class DistillationModule(StudentModule):
         if not (checking or self.log_agreement):
             self.validation_teacher_logits = None
             return logits
-        teacher_logits = self.teacher_logits(batch.teacher_image)  # one teacher forward serves both uses
+        # One teacher forward serves both uses, and later evaluations of the same pixels.
+        teacher_logits = self.evaluation_teacher_logits(batch, batch_idx, dataloader_idx)
         self.validation_teacher_logits = teacher_logits
         if checking:
             self.teacher_accuracy.update(teacher_logits, batch.target)
@@ -837,6 +893,24 @@ class DistillationModule(StudentModule):
             if not any(k.startswith(f"{name}.") for k in state):
                 for key, value in network.state_dict().items():
                     state[f"{name}.{key}"] = value
+
+
+def pixel_fingerprint(images: Tensor) -> Tensor:
+    """One number per image that changes when its pixels change, move or are mirrored: the sum of the
+    pixels weighted by pseudo-random position weights (1 .. 1,000,003, no period shorter than that),
+    in float64 (float32 where the device has no float64) on the images' device. The same pixels
+    through the same operation give the same number; different images collide with negligible
+    probability. Used to recognise an evaluation batch seen before
+    (:meth:`DistillationModule.evaluation_teacher_logits`)."""
+    dtype = torch.float32 if images.device.type == "mps" else torch.float64
+    flat = images.detach().flatten(1).to(dtype)
+    positions = torch.arange(flat.shape[1], device=flat.device, dtype=torch.int64)
+    weights = positions.mul_(2654435761).remainder_(1000003).add_(1).to(dtype)
+    return flat @ weights
+
+
+def _nbytes(*tensors: Tensor) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 def _bf16_slower_reason(device: torch.device) -> str | None:

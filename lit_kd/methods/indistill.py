@@ -43,8 +43,19 @@ class LayerReader:
             self.layers = [int(layer) % count for layer in layers]
         else:
             self.tap = FeatureTap(model, [*layers, embedding])
+        self._forward = self._read
+        self.is_compiled = False
+
+    def compile(self, **options: Any) -> None:
+        """Read through ``torch.compile(**options)``: logits, features and embedding from one compiled
+        graph (the method compiles its readers with their networks; see ``docs/speed.md``)."""
+        self._forward = torch.compile(self._read, **options)
+        self.is_compiled = True
 
     def __call__(self, x: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
+        return self._forward(x)
+
+    def _read(self, x: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
         if not self.pre_logits:
             logits, features = self.tap(x)
             return logits, features[:-1], features[-1].flatten(1)

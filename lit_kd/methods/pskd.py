@@ -120,6 +120,7 @@ class PSKD(DistillationModule):
         """Copy the student's weights and buffers into the frozen snapshot."""
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.eval()
+        self.forget_teacher_outputs()  # the cached evaluation logits were the old snapshot's
 
     def on_train_epoch_start(self) -> None:
         if self.targets == "snapshot" and int(self.snapshot_epoch) != self.current_epoch:
