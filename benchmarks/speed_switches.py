@@ -49,6 +49,8 @@ def measure(config: str, variant: str, batch: int, steps: int, threads: int, ima
     """One variant in this process: compile time, median step and median teacher inference (ms)."""
     import yaml
 
+    from benchmarks.time_to_accuracy import apply_speed_switches
+    from lit_kd.losses import kd_loss
     from lit_kd.models import ModelSpec, create_model
 
     torch.set_num_threads(threads)
@@ -65,13 +67,7 @@ def measure(config: str, variant: str, batch: int, steps: int, threads: int, ima
     student = create_model(specs["student"]).train()
     teacher = create_model(specs["teacher"]).eval().requires_grad_(False)
     classes = int(specs["student"].num_classes or 1000)
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    student.to(memory_format=layout)
-    teacher.to(memory_format=layout)
-    if compile_networks in ("student", "both"):
-        student.compile()
-    if compile_networks in ("teacher", "both"):
-        teacher.compile()
+    layout = apply_speed_switches(student, teacher, channels_last, compile_networks, {})
     images = torch.randn(batch, 3, image_size, image_size).contiguous(memory_format=layout)
     labels = torch.randint(0, classes, (batch,))
     optimizer = torch.optim.SGD(student.parameters(), lr=0.01, momentum=0.9, nesterov=True)
@@ -80,10 +76,7 @@ def measure(config: str, variant: str, batch: int, steps: int, threads: int, ima
         with torch.no_grad():
             teacher_logits = teacher(images)
         logits = student(images)
-        t = temperature
-        loss = F.cross_entropy(logits, labels) + t * t * F.kl_div(
-            F.log_softmax(logits / t, -1), F.log_softmax(teacher_logits / t, -1), log_target=True,
-            reduction="batchmean")
+        loss = F.cross_entropy(logits, labels) + kd_loss(logits, teacher_logits, temperature)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -214,6 +214,21 @@ def plain_test_accuracy(student: nn.Module, images: Tensor, labels: Tensor, norm
     return correct / max(len(labels), 1)
 
 
+def apply_speed_switches(student: nn.Module, teacher: nn.Module, channels_last: bool, compile: str | None,
+                         compile_options: dict[str, Any]) -> torch.memory_format:
+    """lit_kd's ``channels_last`` and ``compile`` switches on bare networks, as the plain loop applies them
+    (memory format of both networks; ``nn.Module.compile`` in place of the chosen ones); returns the memory
+    format their input must have."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    student.to(memory_format=layout)
+    teacher.to(memory_format=layout)
+    if compile in ("student", "both"):
+        student.compile(**compile_options)
+    if compile in ("teacher", "both"):
+        teacher.compile(**compile_options)
+    return layout
+
+
 class PlainKD:
     """The recipe in plain PyTorch, one optimizer step at a time: the same networks
     (``lit_kd.models.create_model``; the student first, as lit_kd's KD builds it, so the same seed gives
@@ -229,13 +244,8 @@ class PlainKD:
         self.teacher = create_model(ModelSpec(**recipe.teacher)).eval().requires_grad_(False)
         self.mean = torch.tensor(recipe.mean).view(1, -1, 1, 1)
         self.std = torch.tensor(recipe.std).view(1, -1, 1, 1)
-        self.layout = torch.channels_last if recipe.channels_last else torch.contiguous_format
-        self.student.to(memory_format=self.layout)
-        self.teacher.to(memory_format=self.layout)
-        if recipe.compile in ("student", "both"):
-            self.student.compile(**recipe.compile_options)
-        if recipe.compile in ("teacher", "both"):
-            self.teacher.compile(**recipe.compile_options)
+        self.layout = apply_speed_switches(self.student, self.teacher, recipe.channels_last, recipe.compile,
+                                           recipe.compile_options)
         self.optimizer = build_optimizer(recipe, [p for p in self.student.parameters() if p.requires_grad])
         self.scheduler = build_scheduler(recipe, self.optimizer)
         self.generator = torch.Generator().manual_seed(recipe.seed)
@@ -345,8 +355,10 @@ class TrainingClock(L.Callback):
                                                "history": self.history}, indent=2))
 
 
-def lit_kd_config(recipe: Recipe, data_root: Path, run_dir: Path, max_minutes: float | None) -> dict[str, Any]:
-    """The recipe's own config, with the budget and the benchmark's folders, clock and quiet console."""
+def lit_kd_config(recipe: Recipe, data_root: Path, run_dir: Path, max_minutes: float | None,
+                  clock: bool = True) -> dict[str, Any]:
+    """The recipe's own config, with the budget and the benchmark's folders, quiet console and (``clock``)
+    the :class:`TrainingClock`."""
     config = yaml.safe_load(Path(recipe.config).read_text())
     model_args = config["model"]["init_args"]
     model_args["teacher"], model_args["student"] = dict(recipe.teacher), dict(recipe.student)
@@ -360,8 +372,9 @@ def lit_kd_config(recipe: Recipe, data_root: Path, run_dir: Path, max_minutes: f
         if "dirpath" in (callback.get("init_args") or {}):
             callback["init_args"]["dirpath"] = str(run_dir / "checkpoints")
         callbacks.append(callback)
-    callbacks.append({"class_path": "benchmarks.time_to_accuracy.TrainingClock",
-                      "init_args": {"path": str(run_dir / "clock.json")}})
+    if clock:
+        callbacks.append({"class_path": "benchmarks.time_to_accuracy.TrainingClock",
+                          "init_args": {"path": str(run_dir / "clock.json")}})
     trainer.update(max_epochs=recipe.epochs, default_root_dir=str(run_dir), accelerator="cpu", devices=1,
                    enable_progress_bar=False, num_sanity_val_steps=0, callbacks=callbacks,
                    logger={"class_path": "lightning.pytorch.loggers.CSVLogger",
@@ -637,7 +650,8 @@ def report(records: dict[str, RunRecord], recipe: Recipe, args: argparse.Namespa
               f"{recipe.optimizer.rsplit('.', 1)[-1]} ({optimizer_args}), "
               f"{(recipe.scheduler or 'no scheduler').rsplit('.', 1)[-1]} ({scheduler_args}) stepped per "
               f"{recipe.scheduler_interval}, loss {recipe.ce_weight}·CE (label smoothing {recipe.label_smoothing}) + "
-              f"{recipe.kd_weight}·T²·KL at T = {recipe.temperature}, {describe_switches(recipe)}, seed {recipe.seed}; test accuracy on "
+              f"{recipe.kd_weight}·T²·KL at T = {recipe.temperature}, {describe_switches(recipe)}, "
+              f"seed {recipe.seed}; test accuracy on "
               f"{test_images} test images after every epoch (batch {recipe.eval_batch_size}). Runners "
               f"{'read back from earlier invocations' if args.report_only else 'back to back'} "
               f"({', '.join(records)}), {args.threads} torch threads each, budget "

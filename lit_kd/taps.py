@@ -54,7 +54,6 @@ class FeatureTap:
         self._captured: dict[str, Tensor] = {}
         self._armed = False
         self._forward = self._run  # replaced by a compiled version by compile()
-        self.is_compiled = False
         #: Cast logits and features to this dtype (a teacher run in bf16 hands back the run's precision).
         self.output_dtype: torch.dtype | None = None
 
@@ -134,7 +133,11 @@ class FeatureTap:
         of one compiled graph. The model's own ``forward`` is not affected (compile it separately,
         in place with ``model.compile()``, so its state-dict keys keep their names)."""
         self._forward = torch.compile(self._run, **options)
-        self.is_compiled = True
+
+    @property
+    def is_compiled(self) -> bool:
+        """Whether :meth:`compile` replaced the eager tapped forward."""
+        return self._forward != self._run
 
     def __call__(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         logits, features = self._forward(x)

@@ -820,13 +820,11 @@ class DistillationModule(StudentModule):
         # The sanity check reads the first validation batches: they are the validation's own.
         key = ("validate" if stage == "sanity_check" else str(stage), dataloader_idx, batch_idx)
         fingerprint = pixel_fingerprint(batch.teacher_image)
-        cached = self._eval_teacher_cache.pop(key, None)
-        if cached is not None:
-            self._eval_cache_bytes -= _nbytes(*cached)
-            if cached[0].shape == fingerprint.shape and torch.equal(cached[0], fingerprint):
-                self._eval_teacher_cache[key] = cached
-                self._eval_cache_bytes += _nbytes(*cached)
-                return cached[1].clone()  # the caller may change its copy; the cache keeps its own
+        cached = self._eval_teacher_cache.get(key)
+        if cached is not None and cached[0].shape == fingerprint.shape and torch.equal(cached[0], fingerprint):
+            return cached[1].clone()  # the caller may change its copy; the cache keeps its own
+        if cached is not None:  # other pixels under this key: the old entry goes
+            self._eval_cache_bytes -= _nbytes(*self._eval_teacher_cache.pop(key))
         logits = self.teacher_logits(batch.teacher_image)
         entry = (fingerprint, logits.detach().clone())  # a copy: compiled graphs may reuse output buffers
         if self._eval_cache_bytes + _nbytes(*entry) <= self.EVAL_CACHE_BYTES:

@@ -43,14 +43,17 @@ class LayerReader:
             self.layers = [int(layer) % count for layer in layers]
         else:
             self.tap = FeatureTap(model, [*layers, embedding])
-        self._forward = self._read
-        self.is_compiled = False
+        self._forward = self._read  # replaced by a compiled version by compile()
 
     def compile(self, **options: Any) -> None:
         """Read through ``torch.compile(**options)``: logits, features and embedding from one compiled
         graph (the method compiles its readers with their networks; see ``docs/speed.md``)."""
         self._forward = torch.compile(self._read, **options)
-        self.is_compiled = True
+
+    @property
+    def is_compiled(self) -> bool:
+        """Whether :meth:`compile` replaced the eager read."""
+        return self._forward != self._read
 
     def __call__(self, x: Tensor) -> tuple[Tensor, list[Tensor], Tensor]:
         return self._forward(x)
