@@ -37,3 +37,35 @@ def test_every_benchmark_row_is_a_config_lit_kd_fit_accepts(row: Row, student: d
         assert model["optimizer"]["init_args"]["lr"] == 0.05
         assert model["lr_scheduler"]["init_args"]["T_max"] == 2
         assert parsed["data"]["init_args"]["batch_size"] == 64
+
+
+def test_a_finished_row_is_reused_only_under_the_same_config(tmp_path: Path, monkeypatch):
+    """run_row reuses a finished row whose saved config is the one the budget derives now; a row of
+    another budget (or an unfinished one) is started over in a clean folder."""
+    import json
+    import subprocess
+
+    from benchmarks._method_runs import run_row
+
+    monkeypatch.setattr("benchmarks._method_runs.cifar10_dir", lambda: tmp_path / "cifar10")
+    row, student = logit.ROWS[0], logit.STUDENTS[next(iter(logit.STUDENTS))]
+    out = tmp_path / f"{row.tag}-{student['name']}-seed0"
+    launched: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "run", lambda args, **_: launched.append(args) or subprocess.CompletedProcess(
+        args, 1, "", "not run in the test"))
+
+    def finished(config: dict) -> None:
+        (out / "logs" / "version_0").mkdir(parents=True, exist_ok=True)
+        (out / "logs" / "version_0" / "summary.json").write_text(json.dumps({"last": {"test_acc": 0.5}}))
+        (out / "step_times.json").write_text(json.dumps({"median_s": 0.1}))
+        (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+    finished(derive_config(row, student, 2, 0, out, None))
+    record = run_row(row, student, 2, 0, tmp_path, None)
+    assert not launched and record["step_s"] == 0.1 and not record.get("failed")
+
+    finished(derive_config(row, student, 3, 0, out, None))  # another budget in the same folder
+    record = run_row(row, student, 2, 0, tmp_path, None)
+    assert len(launched) == 1 and record["failed"]
+    assert not (out / "step_times.json").exists()  # the old run's files are gone
+    assert yaml.safe_load((out / "config.yaml").read_text()) == derive_config(row, student, 2, 0, out, None)

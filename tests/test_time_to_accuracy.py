@@ -160,3 +160,18 @@ def test_speed_switches_times_one_variant_of_the_recipes_networks(capsys):
     speed_switches(["--one", "channels_last", "--batch", "4", "--steps", "1", "--threads", "1"])
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(row) == {"warmup_s", "step_ms", "teacher_ms"} and all(v > 0 for v in row.values())
+
+
+def test_a_rebuilt_report_keeps_the_runs_machine_record(tmp_path):
+    """--report-only dates its report by the first report written beside the runs, not by the rebuild."""
+    import json
+    import os
+
+    from benchmarks.time_to_accuracy import earliest_machine_record
+
+    assert earliest_machine_record(tmp_path) is None
+    (tmp_path / "time_to_accuracy.json").write_text(json.dumps({"machine": {"date": "run"}}))
+    (tmp_path / "rebuilt.json").write_text(json.dumps({"machine": {"date": "rebuild"}}))
+    (tmp_path / "record.json").write_text(json.dumps({"runner": "plain"}))
+    os.utime(tmp_path / "time_to_accuracy.json", (1, 1))
+    assert earliest_machine_record(tmp_path) == {"date": "run"}
