@@ -9,7 +9,9 @@ saved beside the run and the run goes through ``lit-kd fit`` in a subprocess, so
 exactly what a user of the config gets.
 
 Reported per run: the run summary (last / best-val with the test accuracy at that epoch / best-test)
-and the median training-step time, measured by :class:`StepTimer` over the whole fit.
+and the median training-step time, measured by :class:`StepTimer` over the whole fit, with the machine's
+load average at the fit's start and end: a step-time ratio taken while other work ran is marked in the
+table, as accuracy runs may share the machine but timings may not.
 """
 
 from __future__ import annotations
@@ -64,13 +66,15 @@ class Row:
 
 class StepTimer(L.Callback):
     """Wall-clock of every training step (batch start to batch end, optimizer step included);
-    writes ``step_times.json`` (median and count, first steps skipped as warm-up) in ``dirpath``."""
+    writes ``step_times.json`` (median and count, first steps skipped as warm-up, and the 1-minute load
+    average at the first and the last step) in ``dirpath``."""
 
     def __init__(self, dirpath: str, skip: int = 5) -> None:
         self.dirpath = dirpath
         self.skip = skip
         self.times: list[float] = []
         self.extra_parameters: int | None = None
+        self.load: list[float] = []
         self._start = 0.0
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -78,6 +82,7 @@ class StepTimer(L.Callback):
         student = getattr(pl_module, "student", None)
         own = {id(p) for p in student.parameters()} if student is not None else set()
         self.extra_parameters = sum(p.numel() for p in pl_module.parameters() if p.requires_grad and id(p) not in own)
+        self.load = [os.getloadavg()[0]]
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         self._start = time.perf_counter()
@@ -90,7 +95,8 @@ class StepTimer(L.Callback):
         kept = self.times[self.skip:] or self.times
         Path(self.dirpath, "step_times.json").write_text(json.dumps(
             {"median_s": statistics.median(kept), "steps": len(self.times),
-             "extra_parameters": self.extra_parameters}))
+             "extra_parameters": self.extra_parameters, "load": [*self.load, os.getloadavg()[0]],
+             "cpus": os.cpu_count()}))
 
 
 def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,6 +106,8 @@ def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit-train-batches", type=int, default=None)
     parser.add_argument("--limit-val-batches", type=int, default=None,
                         help="smoke runs only: evaluate this many batches of each validation split")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run nothing: report the rows that finished earlier at this budget, the others as not run")
 
 
 def describe_budget(args: argparse.Namespace) -> tuple[str, str, bool]:
@@ -178,8 +186,9 @@ def derive_config(row: Row, student: dict, epochs: int, seed: int, out: Path,
 
 
 def run_row(row: Row, student: dict, epochs: int, seed: int, root: Path, limit_train_batches: int | None,
-            limit_val_batches: int | None = None) -> dict:
-    """Fit one row through ``lit-kd fit`` in a subprocess; return its summary and step time."""
+            limit_val_batches: int | None = None, report_only: bool = False) -> dict:
+    """Fit one row through ``lit-kd fit`` in a subprocess; return its summary and step time. With
+    ``report_only``, fit nothing: a row not finished earlier under the same config comes back as not run."""
     out = root / f"{row.tag}-{student['name']}-seed{seed}"
     summary_path = out / "logs" / "version_0" / "summary.json"
     config = derive_config(row, student, epochs, seed, out, limit_train_batches, limit_val_batches)
@@ -187,6 +196,8 @@ def run_row(row: Row, student: dict, epochs: int, seed: int, root: Path, limit_t
     if summary_path.exists() and (out / "step_times.json").exists():
         if saved.exists() and yaml.safe_load(saved.read_text()) == config:  # finished earlier, same budget: reuse
             return collect(row, student, seed, out, summary_path, wall_s=None)
+    if report_only:
+        return {"tag": row.tag, "student": student["name"], "seed": seed, "not_run": True}
     if out.exists():  # an unfinished run, or one of another budget: start over (its logs would shift versions)
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -209,14 +220,15 @@ def collect(row: Row, student: dict, seed: int, out: Path, summary_path: Path, w
     timing = json.loads((out / "step_times.json").read_text())
     record.update(tag=row.tag, config=row.config, student=student["name"], seed=seed, wall_s=wall_s,
                   step_s=timing["median_s"], extra_parameters=timing.get("extra_parameters"),
-                  derived_config=str(out / "config.yaml"))
+                  load=timing.get("load"), cpus=timing.get("cpus"), derived_config=str(out / "config.yaml"))
     print(json.dumps({k: record.get(k) for k in ("tag", "student", "seed", "step_s", "wall_s")}), flush=True)
     return record
 
 
 def table(rows: list[dict], baseline: str = "kd", extra_parameters: bool = False) -> list[str]:
     """Markdown table: mean ± half-range over seeds of last val/test, best val, test at best val and
-    best test (in %), and the median step time ÷ the baseline's (same student, same seed)."""
+    best test (in %), and the median step time ÷ the baseline's (same student, same seed), marked * where
+    either run shared the machine (:func:`shared_machine`). Rows not run yet say so."""
     def stats(values: list[float]) -> str:
         if not values:
             return "—"
@@ -224,8 +236,8 @@ def table(rows: list[dict], baseline: str = "kd", extra_parameters: bool = False
         half = 100 * (max(values) - min(values)) / 2
         return f"{mean:.2f} ± {half:.2f}" if len(values) > 1 else f"{mean:.2f}"
 
-    ok = [r for r in rows if not r.get("failed")]
-    step_of = {(r["tag"], r["student"], r["seed"]): r["step_s"] for r in ok}
+    ok = [r for r in rows if not r.get("failed") and not r.get("not_run")]
+    run_of = {(r["tag"], r["student"], r["seed"]): r for r in ok}
     extra_head = " trained besides the student |" if extra_parameters else ""
     lines = ["| student | method | last val | last test | best val | test @ best val | best test | step ÷ KD | seeds |"
              + extra_head, "|---|---|---|---|---|---|---|---|---|" + ("---|" if extra_parameters else "")]
@@ -233,17 +245,31 @@ def table(rows: list[dict], baseline: str = "kd", extra_parameters: bool = False
     for student, tag in keys:
         group = [r for r in ok if r["student"] == student and r["tag"] == tag]
         if not group:
-            lines.append(f"| {student} | {tag} | failed | | | | | | |" + (" |" if extra_parameters else ""))
+            failed = any(r.get("failed") for r in rows if r["student"] == student and r["tag"] == tag)
+            lines.append(f"| {student} | {tag} | {'failed' if failed else 'not run yet'} | | | | | | |"
+                         + (" |" if extra_parameters else ""))
             continue
-        ratios = [r["step_s"] / step_of[(baseline, student, r["seed"])] for r in group
-                  if (baseline, student, r["seed"]) in step_of]
-        ratio = f"{statistics.fmean(ratios):.2f}" if ratios else "—"
+        pairs = [(r, run_of[(baseline, student, r["seed"])]) for r in group if (baseline, student, r["seed"]) in run_of]
+        ratio = f"{statistics.fmean(r['step_s'] / base['step_s'] for r, base in pairs):.2f}" if pairs else "—"
+        if any(shared_machine(r) or shared_machine(base) for r, base in pairs):
+            ratio += "*"
         cells = [stats([r["last"]["val_acc"] for r in group]), stats([r["last"]["test_acc"] for r in group]),
                  stats([r["best_val"]["val_acc"] for r in group]), stats([r["best_val"]["test_acc"] for r in group]),
                  stats([r["best_test"]["test_acc"] for r in group])]
         extra = f" {group[0].get('extra_parameters') or 0:,} |" if extra_parameters else ""
         lines.append(f"| {student} | {tag} | {' | '.join(cells)} | {ratio} | {len(group)} |" + extra)
     return lines
+
+
+def shared_machine(record: dict) -> bool:
+    """Whether a run's fit saw other work on the machine: a 1-minute load average above its cores + 1 at
+    its first or last step (the run itself accounts for up to its thread count)."""
+    load, cpus = record.get("load"), record.get("cpus")
+    return bool(load and cpus and max(load) > cpus + 1)
+
+
+SHARED_MACHINE_NOTE = ("Step ÷ KD marked *: the method's run or KD's shared the machine with other work (1-minute load "
+                       "average above the cores + 1 at the first or last step), so that ratio is not a clean timing.")
 
 
 def verdicts(rows: list[dict], baseline: str = "kd") -> list[str]:
@@ -253,7 +279,7 @@ def verdicts(rows: list[dict], baseline: str = "kd") -> list[str]:
     def value(r: dict) -> float:
         return r["best_val"]["test_acc"]
 
-    ok = [r for r in rows if not r.get("failed")]
+    ok = [r for r in rows if not r.get("failed") and not r.get("not_run")]
     lines = []
     for student in dict.fromkeys(r["student"] for r in ok):
         base = [value(r) for r in ok if r["student"] == student and r["tag"] == baseline]

@@ -23,8 +23,8 @@ import argparse
 from pathlib import Path
 
 from benchmarks._common import pct, write_results
-from benchmarks._method_runs import (VERDICTS_HEADER, Row, add_budget_arguments, budget_sentence, describe_budget,
-                                     run_row, table, teacher_val_acc, verdicts)
+from benchmarks._method_runs import (SHARED_MACHINE_NOTE, VERDICTS_HEADER, Row, add_budget_arguments, budget_sentence,
+                                     describe_budget, run_row, table, teacher_val_acc, verdicts)
 
 C100 = "configs/cifar100/"
 CNN_ROWS = [Row("kd", C100 + "kd_resnet32x4_resnet8x4.yaml"),
@@ -48,11 +48,12 @@ def main() -> None:
     args = parser.parse_args()
     budget, per_epoch, smoke = describe_budget(args)
     root = Path(args.out) / budget
-    records = [run_row(row, STUDENT, args.epochs, seed, root, args.limit_train_batches, args.limit_val_batches)
+    records = [run_row(row, STUDENT, args.epochs, seed, root, args.limit_train_batches, args.limit_val_batches,
+                       report_only=args.report_only)
                for seed in args.seeds for row in CNN_ROWS if row.tag in args.methods]
     vit_records = [] if args.skip_vit else [
         run_row(row, VIT_STUDENT, args.vit_epochs, seed, root / "vit", args.vit_limit_train_batches,
-                args.limit_val_batches)
+                args.limit_val_batches, report_only=args.report_only)
         for seed in args.seeds for row in VIT_ROWS]
     name = "feature_methods_cifar10" + (f"_smoke_{budget}" if smoke else "")
     teacher_acc = teacher_val_acc(records)
@@ -63,7 +64,7 @@ def main() -> None:
              "best held-out accuracy (with the test accuracy at that epoch), 'best test' the best test epoch "
              "(optimistic, for reference). Step ÷ KD: median training-step time over the fit ÷ KD's, same seed. "
              "Initialization stages and warm-ups written for 240 epochs are scaled to the budget.", "",
-             *table(records, extra_parameters=True), "",
+             *table(records, extra_parameters=True), "", SHARED_MACHINE_NOTE, "",
              VERDICTS_HEADER, "", *verdicts(records)]
     if vit_records:
         vit_budget = f"{args.vit_epochs} epoch(s)" + (f" of {args.vit_limit_train_batches} batches of 128"

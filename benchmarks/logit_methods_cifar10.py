@@ -23,8 +23,9 @@ import json
 from pathlib import Path
 
 from benchmarks._common import pct, write_results
-from benchmarks._method_runs import (RESNET20_A_PRETRAINED, VERDICTS_HEADER, Row, add_budget_arguments, budget_sentence,
-                                     describe_budget, run_row, table, teacher_val_acc, verdicts)
+from benchmarks._method_runs import (RESNET20_A_PRETRAINED, SHARED_MACHINE_NOTE, VERDICTS_HEADER, Row,
+                                     add_budget_arguments, budget_sentence, describe_budget, run_row, table,
+                                     teacher_val_acc, verdicts)
 
 C100 = "configs/cifar100/"
 ROWS = [
@@ -66,7 +67,7 @@ def main() -> None:
                 if row.tag not in args.methods or (row.tag == "tf_kd_self" and student != "resnet20_a"):
                     continue
                 records.append(run_row(row, STUDENTS[student], args.epochs, seed, root, args.limit_train_batches,
-                                       args.limit_val_batches))
+                                       args.limit_val_batches, report_only=args.report_only))
     name = "logit_methods_cifar10" + (f"_smoke_{budget}" if smoke else "")
     teacher_acc = teacher_val_acc(records)
     lines = ["# Logit-based, multi-teacher, self- and online methods vs KD on real CIFAR-10", "",
@@ -76,7 +77,7 @@ def main() -> None:
              "'last' is the last epoch, 'best val' the epoch with the best held-out accuracy (with the test "
              "accuracy at that epoch), 'best test' the best test epoch (optimistic, for reference only). "
              "Step ÷ KD: median training-step time over the fit ÷ KD's, same student and seed.", "",
-             *table(records), "",
+             *table(records), "", SHARED_MACHINE_NOTE, "",
              VERDICTS_HEADER, "", *verdicts(records)]
     write_results(name, {"epochs": args.epochs, "seeds": args.seeds, "limit_train_batches": args.limit_train_batches,
                          "rows": records}, "\n".join(lines))

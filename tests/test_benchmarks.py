@@ -69,3 +69,29 @@ def test_a_finished_row_is_reused_only_under_the_same_config(tmp_path: Path, mon
     assert len(launched) == 1 and record["failed"]
     assert not (out / "step_times.json").exists()  # the old run's files are gone
     assert yaml.safe_load((out / "config.yaml").read_text()) == derive_config(row, student, 2, 0, out, None)
+
+
+def test_report_only_fits_nothing_and_the_table_says_what_is_missing_or_shared(tmp_path: Path, monkeypatch):
+    """--report-only launches no fit and reports an unfinished row as not run; a step-time ratio taken
+    while the machine was busy (load above cores + 1) is starred, a clean one is not."""
+    import subprocess
+
+    from benchmarks._method_runs import run_row, table
+
+    monkeypatch.setattr("benchmarks._method_runs.cifar10_dir", lambda: tmp_path / "cifar10")
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("report-only must not fit"))
+    row, student = logit.ROWS[1], logit.STUDENTS["resnet20_a"]
+    record = run_row(row, student, 2, 0, tmp_path, None, report_only=True)
+    assert record == {"tag": row.tag, "student": "resnet20_a", "seed": 0, "not_run": True}
+    assert not (tmp_path / f"{row.tag}-resnet20_a-seed0").exists()
+
+    def run(tag: str, step_s: float, load: list[float]) -> dict:
+        acc = {"val_acc": 0.5, "test_acc": 0.5}
+        return {"tag": tag, "student": "s", "seed": 0, "step_s": step_s, "load": load, "cpus": 2,
+                "last": acc, "best_val": acc, "best_test": acc}
+
+    lines = table([run("kd", 0.1, [2.0, 2.1]), run("quiet", 0.2, [1.9, 2.2]), run("busy", 0.3, [2.0, 4.5]),
+                   {"tag": "later", "student": "s", "seed": 0, "not_run": True}])
+    cells = {line.split(" | ")[1]: line.split(" | ") for line in lines[2:]}
+    assert cells["quiet"][7] == "2.00" and cells["busy"][7] == "3.00*"
+    assert cells["later"][2] == "not run yet"
