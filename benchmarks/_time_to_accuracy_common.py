@@ -4,8 +4,8 @@ This module is imported in two virtual environments: lit_kd's (the orchestrator,
 torchdistill's (its runner, :mod:`benchmarks._time_to_accuracy_torchdistill`), so it needs nothing but
 torch, numpy and the standard library: no lightning, no lit_kd. It holds the recipe as plain data (read
 from the lit_kd config by the orchestrator, handed to the other runners as JSON so they cannot drift
-from it), CIFAR-10 read from its python pickles, the per-epoch record every runner writes, and the
-wall-clock budget.
+from it), CIFAR-10 read from its python pickles, the per-epoch record every runner writes, the
+wall-clock budget, and the turns that interleave the runners epoch by epoch (``--interleave``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import pickle
 import shutil
 import time
@@ -174,6 +175,7 @@ class RunRecord:
     failed: str | None = None
     load_before: list[float] | None = None  # os.getloadavg() (1, 5, 15 min), set by the orchestrator
     load_after: list[float] | None = None
+    interleaved: bool = False  # run epoch by epoch in turns with the other runners (Turns), set by the orchestrator
 
     @property
     def images_per_s(self) -> float | None:
@@ -227,3 +229,62 @@ class Budget:
 
     def exceeded(self) -> bool:
         return self.max_s is not None and self.elapsed() > self.max_s
+
+    def pause(self, seconds: float) -> None:
+        """Take ``seconds`` (a wait for the runner's next turn) off the clock."""
+        self.start += seconds
+
+
+class Turns:
+    """Epoch-by-epoch interleaving of the runners' processes (``--interleave``).
+
+    One file in ``folder`` names the process whose turn it is. A runner works only in its turn: it
+    hands the turn back to the orchestrator when its start-up is done and after every epoch's
+    evaluation, then waits (sleeping) until the turn is its own again, and takes the time it waited off
+    its clocks. Interleaved, a change in the machine's speed (another tenant of the host, heat) falls on
+    every runner alike, where back to back it falls on whichever ran at that time. The orchestrator's
+    side is ``benchmarks.time_to_accuracy.run_interleaved``; a runner finds its turns in the environment
+    (:meth:`from_env`).
+    """
+
+    ORCHESTRATOR = "orchestrator"
+    FOLDER_ENV, NAME_ENV = "LIT_KD_BENCH_TURNS", "LIT_KD_BENCH_RUNNER"
+
+    def __init__(self, folder: str | Path, name: str, poll_s: float = 0.05) -> None:
+        self.path = Path(folder) / "turn"
+        self.name = name
+        self.poll_s = poll_s
+
+    @classmethod
+    def from_env(cls) -> Turns | None:
+        """The runner's turns when the orchestrator interleaves, else ``None``."""
+        folder, name = os.environ.get(cls.FOLDER_ENV), os.environ.get(cls.NAME_ENV)
+        return cls(folder, name) if folder and name else None
+
+    def env(self, name: str) -> dict[str, str]:
+        """The environment variables that give runner ``name`` its turns."""
+        return {self.FOLDER_ENV: str(self.path.parent), self.NAME_ENV: name}
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text()
+        except FileNotFoundError:
+            return ""
+
+    def give(self, name: str) -> None:
+        partial = self.path.with_name(f"turn.{os.getpid()}")
+        partial.write_text(name)
+        os.replace(partial, self.path)  # atomic: a reader sees the old holder or the new one
+
+    def wait(self, until: Callable[[], bool] | None = None) -> float:
+        """Sleep until the turn is this process's (or ``until()`` holds); return the seconds waited."""
+        start = time.perf_counter()
+        while self.holder() != self.name and not (until and until()):
+            time.sleep(self.poll_s)
+        return time.perf_counter() - start
+
+    def hand_back(self) -> float:
+        """A runner's sync point: give the turn to the orchestrator and wait for the next one; return the
+        seconds waited."""
+        self.give(self.ORCHESTRATOR)
+        return self.wait()

@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # lit_kd's model code and this package, in torchdistill's environment
     sys.path.insert(0, str(REPO))
 
-from benchmarks._time_to_accuracy_common import Budget, RunRecord, read_cifar10  # noqa: E402
+from benchmarks._time_to_accuracy_common import Budget, RunRecord, Turns, read_cifar10  # noqa: E402
 
 MODEL_KEY = "lit_kd_model"
 
@@ -110,8 +110,11 @@ def run(job: dict[str, Any]) -> RunRecord:
     record = RunRecord(runner="torchdistill", threads=torch.get_num_threads(), notes=[
         f"torchdistill {__import__('torchdistill').__version__}, torch {torch.__version__}, "
         f"{config['train']['train_data_loader']['kwargs']['num_workers']} DataLoader worker(s)"])
-    budget = Budget(job["max_minutes"])
     record.startup_s = time.time() - launched
+    turns = Turns.from_env()  # interleaved with the other runners: start-up done, wait for the first turn
+    if turns:
+        turns.hand_back()
+    budget = Budget(job["max_minutes"])
     images = 0
     for epoch in range(box.num_epochs):
         box.pre_epoch_process(epoch=epoch)
@@ -126,6 +129,8 @@ def run(job: dict[str, Any]) -> RunRecord:
             break
         record.add_evaluation(epoch, images, budget, out=Path(job["out"]),
                               evaluate=lambda: test_accuracy(box.student_model, box.val_data_loader))
+        if turns:
+            budget.pause(turns.hand_back())
         box.post_epoch_process()
         if budget.exceeded():
             record.stopped_by_budget = epoch + 1 < box.num_epochs

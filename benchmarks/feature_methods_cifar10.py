@@ -24,7 +24,7 @@ from pathlib import Path
 
 from benchmarks._common import pct, write_results
 from benchmarks._method_runs import (SHARED_MACHINE_NOTE, VERDICTS_HEADER, Row, add_budget_arguments, budget_sentence,
-                                     describe_budget, run_row, table, teacher_val_acc, verdicts)
+                                     describe_budget, paper_claims, run_row, table, teacher_val_acc, verdicts)
 
 C100 = "configs/cifar100/"
 CNN_ROWS = [Row("kd", C100 + "kd_resnet32x4_resnet8x4.yaml"),
@@ -65,7 +65,7 @@ def main() -> None:
              "(optimistic, for reference). Step ÷ KD: median training-step time over the fit ÷ KD's, same seed. "
              "Initialization stages and warm-ups written for 240 epochs are scaled to the budget.", "",
              *table(records, extra_parameters=True), "", SHARED_MACHINE_NOTE, "",
-             VERDICTS_HEADER, "", *verdicts(records)]
+             VERDICTS_HEADER, "", *verdicts(records), "", *paper_claims([r.tag for r in CNN_ROWS])]
     if vit_records:
         vit_budget = f"{args.vit_epochs} epoch(s)" + (f" of {args.vit_limit_train_batches} batches of 128"
                                                       if args.vit_limit_train_batches else " (352 batches of 128)")

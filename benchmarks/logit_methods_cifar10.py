@@ -24,8 +24,8 @@ from pathlib import Path
 
 from benchmarks._common import pct, write_results
 from benchmarks._method_runs import (RESNET20_A_PRETRAINED, SHARED_MACHINE_NOTE, VERDICTS_HEADER, Row,
-                                     add_budget_arguments, budget_sentence, describe_budget, run_row, table,
-                                     teacher_val_acc, verdicts)
+                                     add_budget_arguments, budget_sentence, describe_budget, paper_claims, run_row,
+                                     table, teacher_val_acc, verdicts)
 
 C100 = "configs/cifar100/"
 ROWS = [
@@ -78,7 +78,7 @@ def main() -> None:
              "accuracy at that epoch), 'best test' the best test epoch (optimistic, for reference only). "
              "Step ÷ KD: median training-step time over the fit ÷ KD's, same student and seed.", "",
              *table(records), "", SHARED_MACHINE_NOTE, "",
-             VERDICTS_HEADER, "", *verdicts(records)]
+             VERDICTS_HEADER, "", *verdicts(records), "", *paper_claims([r.tag for r in ROWS])]
     write_results(name, {"epochs": args.epochs, "seeds": args.seeds, "limit_train_batches": args.limit_train_batches,
                          "rows": records}, "\n".join(lines))
     print(json.dumps({"written": name}))

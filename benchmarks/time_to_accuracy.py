@@ -1,9 +1,10 @@
 """Benchmark: wall-clock to 85%, 88% and 90% CIFAR-10 test accuracy, lit_kd vs a plain PyTorch loop vs torchdistill.
 
-One recipe, three runners, back to back on the same machine with the same number of threads: Hinton
-KD from the pretrained resnet56_a teacher (``../shared/data/teachers/resnet56-4bfd9763.th``, 93.4%)
-into a fresh resnet20_a on real CIFAR-10 (original python pickles, all 50,000 training images), with
-the test accuracy on the 10,000 test images measured after every epoch. The recipe is read from one
+One recipe, three runners, back to back (or interleaved epoch by epoch) on the same machine with the
+same number of threads: Hinton KD from the pretrained resnet56_a teacher
+(``../shared/data/teachers/resnet56-4bfd9763.th``, 93.4%) into a fresh resnet20_a on real CIFAR-10
+(original python pickles, all 50,000 training images), with the test accuracy on the 10,000 test
+images measured after every epoch. The recipe is read from one
 lit_kd config (default ``configs/cifar10/fast_kd_resnet56_a_resnet20_a.yaml``): epochs, batch sizes,
 optimizer, schedule, temperature, loss weights, label smoothing, seed and networks; the other two
 runners receive it as data and so cannot drift from it.
@@ -46,7 +47,9 @@ Run: python -m benchmarks.time_to_accuracy [--runners lit_kd plain torchdistill]
      [--threads 2] [--max-minutes 150] [--publish]
 Smoke: python -m benchmarks.time_to_accuracy --epochs 1 --train-subset 2000 --test-subset 1000
 ``--report-only`` rebuilds the report from the runs already in ``--out`` (e.g. after running the runners
-one invocation at a time).
+one invocation at a time). ``--interleave`` runs the runners epoch by epoch in turns instead of back to
+back (each alone on the machine in its turn, waits off its clocks), so that a drift in the machine's
+speed over the hours of a run falls on all of them alike.
 """
 
 from __future__ import annotations
@@ -60,7 +63,9 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +77,8 @@ from torch import Tensor, nn
 
 from benchmarks._common import REPO, cifar10_dir, write_results
 from lit_kd.contract import KDBatch
-from benchmarks._time_to_accuracy_common import (THRESHOLDS, Budget, EpochRecord, Recipe, RunRecord, read_cifar10,
-                                                 write_cifar10_subset)
+from benchmarks._time_to_accuracy_common import (THRESHOLDS, Budget, EpochRecord, Recipe, RunRecord, Turns,
+                                                 read_cifar10, write_cifar10_subset)
 
 DEFAULT_CONFIG = REPO / "configs" / "cifar10" / "fast_kd_resnet56_a_resnet20_a.yaml"
 DEFAULT_OUT = Path.home() / ".cache" / "lit_kd" / "bench_time_to_accuracy"
@@ -277,16 +282,22 @@ class PlainKD:
         return plain_test_accuracy(self.student, images, labels, self.normalize, self.recipe.eval_batch_size)
 
 
-def run_plain(recipe: Recipe, data_root: Path, threads: int, max_minutes: float | None, out: Path) -> RunRecord:
-    """The recipe as a plain PyTorch loop, in this process."""
-    launched = time.time()
+def run_plain(recipe: Recipe, data_root: Path, threads: int, max_minutes: float | None, out: Path,
+              launched: float | None = None) -> RunRecord:
+    """The recipe as a plain PyTorch loop, in this process (launched at ``launched``, a ``time.time()``;
+    default now), in turns with the other runners when the environment gives it some (:class:`Turns`)."""
+    launched = time.time() if launched is None else launched
     torch.set_num_threads(threads)
     train_x, train_y, test_x, test_y = read_cifar10(data_root)
     loop = PlainKD(recipe, train_x, train_y)
+    turns = Turns.from_env()
     record = RunRecord(runner="plain", threads=torch.get_num_threads(), notes=[
+        "start-up counts launching its own process, reading the data and building the networks." if turns else
         "start-up counts reading the data and building the networks only (it runs inside the benchmark's own "
         "process, whose interpreter and imports are already there)."])
     record.startup_s = time.time() - launched
+    if turns:  # start-up done: wait for the first turn
+        turns.hand_back()
     budget = Budget(max_minutes)
     images = 0
     for epoch in range(recipe.epochs):
@@ -301,12 +312,43 @@ def run_plain(recipe: Recipe, data_root: Path, threads: int, max_minutes: float 
         if record.stopped_by_budget:
             break
         record.add_evaluation(epoch, images, budget, out=out, evaluate=lambda: loop.test_accuracy(test_x, test_y))
+        if turns:
+            budget.pause(turns.hand_back())
         loop.end_epoch()
         if budget.exceeded():
             record.stopped_by_budget = epoch + 1 < recipe.epochs
             break
     record.save(out)
     return record
+
+
+def run_plain_process(recipe: Recipe, data_root: Path, threads: int, max_minutes: float | None, run_dir: Path,
+                      env: dict[str, str] | None = None) -> RunRecord:
+    """The plain loop in a process of its own, as interleaved runs need (``--plain-job``)."""
+    out = run_dir / "record.json"
+    job = {"recipe": recipe.to_json(), "data_root": str(data_root), "threads": threads, "max_minutes": max_minutes,
+           "out": str(out), "launched_at": time.time()}
+    (run_dir / "job.json").write_text(json.dumps(job, indent=2))
+    with (run_dir / "run.log").open("w") as log:
+        try:
+            done = subprocess.run([sys.executable, "-m", "benchmarks.time_to_accuracy", "--plain-job",
+                                   str(run_dir / "job.json")], cwd=REPO, env=_env(threads, env), stdout=log,
+                                  stderr=subprocess.STDOUT, timeout=_timeout(max_minutes))
+            returncode: int | str = done.returncode
+        except subprocess.TimeoutExpired:
+            returncode = "timeout"
+    record = RunRecord.load(out) if out.exists() else RunRecord(runner="plain")
+    if returncode != 0:
+        record.failed = f"the plain loop exited {returncode}; see {run_dir / 'run.log'}"
+    return record
+
+
+def plain_job(path: Path) -> int:
+    """``--plain-job``: run the plain loop as :func:`run_plain_process` asked."""
+    job = json.loads(path.read_text())
+    record = run_plain(Recipe.from_json(job["recipe"]), Path(job["data_root"]), job["threads"], job["max_minutes"],
+                       Path(job["out"]), launched=job["launched_at"])
+    return 1 if record.failed else 0
 
 
 # ---------------------------------------------------------------------------------------------- lit_kd
@@ -318,7 +360,9 @@ class TrainingClock(L.Callback):
     Training time starts at ``on_train_start`` (after setup: data in memory, networks built); each
     validation (``on_validation_start`` to ``on_validation_end``; the test split, with the teacher's
     forward that lit_kd's diagnostics add) is timed and subtracted. Writes ``path`` (JSON) after every
-    validation, with the images trained so far and the logged ``test/acc``.
+    validation, with the images trained so far and the logged ``test/acc``. Interleaved with other
+    runners (:class:`Turns` in the environment), it hands the turn back after start-up and after every
+    validation, and takes the waits off its clock.
     """
 
     def __init__(self, path: str) -> None:
@@ -329,9 +373,13 @@ class TrainingClock(L.Callback):
         self._eval_total = 0.0
         self._images = 0
         self.history: list[dict[str, Any]] = []
+        self.turns = Turns.from_env()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.started_at, self._start = time.time(), time.perf_counter()
+        self.started_at = time.time()
+        if self.turns:  # start-up done: wait for the first turn
+            self.turns.hand_back()
+        self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -353,6 +401,8 @@ class TrainingClock(L.Callback):
                              "test_acc": None if accuracy is None else float(accuracy)})
         Path(self.path).write_text(json.dumps({"started_at": self.started_at, "threads": torch.get_num_threads(),
                                                "history": self.history}, indent=2))
+        if self.turns:
+            self._start += self.turns.hand_back()  # the wait is neither training nor evaluation
 
 
 def lit_kd_config(recipe: Recipe, data_root: Path, run_dir: Path, max_minutes: float | None,
@@ -384,11 +434,12 @@ def lit_kd_config(recipe: Recipe, data_root: Path, run_dir: Path, max_minutes: f
     return config
 
 
-def _env(threads: int) -> dict[str, str]:
+def _env(threads: int, extra: dict[str, str] | None = None) -> dict[str, str]:
     # The repository first on the path (this worktree's lit_kd and benchmarks win), and the thread count
-    # for every runner alike.
+    # for every runner alike; ``extra``: the runner's own (its inductor cache, its turns).
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+            **(extra or {})}
 
 
 def _timeout(max_minutes: float | None) -> float | None:
@@ -402,7 +453,7 @@ def _shown(path: str | Path) -> str:
 
 
 def run_lit_kd(recipe: Recipe, data_root: Path, threads: int, max_minutes: float | None, run_dir: Path,
-               train_images: int) -> RunRecord:
+               train_images: int, env: dict[str, str] | None = None) -> RunRecord:
     """``lit-kd fit`` on the recipe's config, in a subprocess."""
     config_path = run_dir / "config.yaml"
     config_path.write_text(yaml.safe_dump(lit_kd_config(recipe, data_root, run_dir, max_minutes), sort_keys=False))
@@ -410,7 +461,7 @@ def run_lit_kd(recipe: Recipe, data_root: Path, threads: int, max_minutes: float
     with (run_dir / "fit.log").open("w") as log:
         try:
             done = subprocess.run([sys.executable, "-m", "lit_kd.cli", "fit", "--config", str(config_path)], cwd=REPO,
-                                  env=_env(threads), stdout=log, stderr=subprocess.STDOUT,
+                                  env=_env(threads, env), stdout=log, stderr=subprocess.STDOUT,
                                   timeout=_timeout(max_minutes))
             returncode: int | str = done.returncode
         except subprocess.TimeoutExpired:
@@ -548,7 +599,7 @@ def torchdistill_config(recipe: Recipe, data_root: Path, workers: int) -> tuple[
 
 
 def run_torchdistill(recipe: Recipe, data_root: Path, threads: int, max_minutes: float | None, run_dir: Path,
-                     python: Path, workers: int) -> RunRecord:
+                     python: Path, workers: int, env: dict[str, str] | None = None) -> RunRecord:
     """torchdistill on the recipe, in its own virtual environment (a subprocess with its python)."""
     if not python.exists():
         return RunRecord(runner="torchdistill", failed=f"{python} not found; install torchdistill's environment: "
@@ -562,7 +613,7 @@ def run_torchdistill(recipe: Recipe, data_root: Path, threads: int, max_minutes:
     with (run_dir / "run.log").open("w") as log:
         try:
             done = subprocess.run([str(python), "-m", "benchmarks._time_to_accuracy_torchdistill",
-                                   str(run_dir / "job.json")], cwd=REPO, env=_env(threads), stdout=log,
+                                   str(run_dir / "job.json")], cwd=REPO, env=_env(threads, env), stdout=log,
                                   stderr=subprocess.STDOUT, timeout=_timeout(max_minutes))
             returncode: int | str = done.returncode
         except subprocess.TimeoutExpired:
@@ -653,7 +704,7 @@ def report(records: dict[str, RunRecord], recipe: Recipe, args: argparse.Namespa
               f"{recipe.kd_weight}·T²·KL at T = {recipe.temperature}, {describe_switches(recipe)}, "
               f"seed {recipe.seed}; test accuracy on "
               f"{test_images} test images after every epoch (batch {recipe.eval_batch_size}). Runners "
-              f"{'read back from earlier invocations' if args.report_only else 'back to back'} "
+              f"{_how_run(records, args.report_only)} "
               f"({', '.join(records)}), {args.threads} torch threads each, budget "
               f"{'none' if args.max_minutes is None else f'{args.max_minutes:g} min'} per run.", ""]
     lines += ["What differs between the runners:", ""]
@@ -669,6 +720,13 @@ def report(records: dict[str, RunRecord], recipe: Recipe, args: argparse.Namespa
                "thresholds": list(thresholds), "threads": args.threads, "max_minutes": args.max_minutes,
                "runs": {name: dataclasses.asdict(r) for name, r in records.items()}, "ratios": ratios}
     return payload, "\n".join(lines)
+
+
+def _how_run(records: dict[str, RunRecord], report_only: bool) -> str:
+    if records and all(r.interleaved for r in records.values()):
+        return ("interleaved epoch by epoch in one invocation, each alone on the machine in its turn (start-ups one "
+                "after another, then one epoch and its evaluation per turn; the waits are off every clock)")
+    return "read back from earlier invocations" if report_only else "back to back"
 
 
 def earliest_machine_record(folder: Path) -> dict[str, Any] | None:
@@ -719,6 +777,39 @@ def _verdicts(records: dict[str, RunRecord], ratios: dict[str, dict[str, float |
                                                   f"({ninety.train_s / 60:.1f} min)")]
 
 
+def run_interleaved(jobs: dict[str, Callable[[dict[str, str]], RunRecord]], folder: Path) -> dict[str, RunRecord]:
+    """Run the runners epoch by epoch in turns (:class:`Turns`): each job launches its runner's process with
+    the environment it is given and returns its record. Start-ups run one after another, then each runner
+    gets one turn (an epoch and its evaluation) in the order of ``jobs``, round after round, until every
+    process has exited; only one works at any time."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    turns = Turns(folder, Turns.ORCHESTRATOR)
+    records: dict[str, RunRecord] = {}
+    threads: dict[str, threading.Thread] = {}
+
+    def run(name: str, job: Callable[[dict[str, str]], RunRecord]) -> None:
+        try:
+            records[name] = job(turns.env(name))
+        except Exception as error:  # noqa: BLE001 - one runner's failure is reported, the others go on
+            records[name] = RunRecord(runner=name, failed=f"{type(error).__name__}: {error}")
+
+    def turn(name: str) -> None:
+        turns.give(name)
+        turns.wait(until=lambda: turns.holder() == Turns.ORCHESTRATOR or not threads[name].is_alive())
+
+    for name, job in jobs.items():
+        threads[name] = threading.Thread(target=run, args=(name, job), name=f"runner-{name}", daemon=True)
+        turns.give(name)  # its start-up is its first turn
+        threads[name].start()
+        turn(name)
+    while any(thread.is_alive() for thread in threads.values()):
+        for name in jobs:
+            if threads[name].is_alive():
+                turn(name)
+    return records
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -738,9 +829,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="DataLoader worker processes of the torchdistill run (its per-image augmentation)")
     parser.add_argument("--name", default=None, help="result file name (default time_to_accuracy[_smoke])")
     parser.add_argument("--publish", action="store_true", help="also write the results to benchmarks/results/")
+    parser.add_argument("--interleave", action="store_true",
+                        help="run the runners epoch by epoch in turns instead of back to back (each alone in its turn)")
+    parser.add_argument("--plain-job", type=Path, default=None, help=argparse.SUPPRESS)  # run_plain_process's child
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: report the runs already in --out (runners run one invocation at a time)")
     args = parser.parse_args(argv)
+    if args.plain_job is not None:
+        return plain_job(args.plain_job)
     torch.set_num_threads(args.threads)  # the plain loop runs here; the machine record reads it too
     smoke = args.train_subset is not None or args.test_subset is not None
     if smoke and args.publish:
@@ -756,6 +852,24 @@ def main(argv: list[str] | None = None) -> int:
     recipe = recipe_from_config(args.config)
     recipe = recipe.for_budget(args.epochs or recipe.epochs, len(train_y))
 
+    def launch(runner: str, max_minutes: float | None, env: dict[str, str] | None = None) -> RunRecord:
+        run_dir = args.out / runner
+        if runner == "lit_kd":
+            return run_lit_kd(recipe, data_root, args.threads, max_minutes, run_dir, len(train_y), env=env)
+        if runner == "torchdistill":
+            return run_torchdistill(recipe, data_root, args.threads, max_minutes, run_dir, args.torchdistill_python,
+                                    args.torchdistill_workers, env=env)
+        if env is not None:  # interleaved: every runner in a process of its own
+            return run_plain_process(recipe, data_root, args.threads, max_minutes, run_dir, env=env)
+        return run_plain(recipe, data_root, args.threads, max_minutes, run_dir / "record.json")
+
+    def finish(runner: str, record: RunRecord, load_before: list[float]) -> RunRecord:
+        record.load_before, record.load_after = load_before, list(os.getloadavg())
+        record.save(args.out / runner / "record.json")
+        print(json.dumps({"runner": runner, "epochs": len(record.history), "images_per_s": record.images_per_s,
+                          "failed": record.failed}), flush=True)
+        return record
+
     records: dict[str, RunRecord] = {}
     for runner in args.runners:
         run_dir = args.out / runner
@@ -766,23 +880,29 @@ def main(argv: list[str] | None = None) -> int:
             continue
         shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run: lit_kd's Checkpoint refuses old checkpoints
         run_dir.mkdir(parents=True)
-        # Each runner compiles from an empty inductor cache, as a first run does: no runner reuses the kernels
-        # an earlier one compiled (the plain loop runs in this process, so the variable is set here).
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(run_dir / "inductor_cache")
+    if args.interleave and not args.report_only:
         load_before = list(os.getloadavg())
-        print(f"== {runner}: {recipe.epochs} epoch(s), {len(train_y)} training images, load {load_before}", flush=True)
-        if runner == "lit_kd":
-            record = run_lit_kd(recipe, data_root, args.threads, args.max_minutes, run_dir, len(train_y))
-        elif runner == "plain":
-            record = run_plain(recipe, data_root, args.threads, args.max_minutes, run_dir / "record.json")
-        else:
-            record = run_torchdistill(recipe, data_root, args.threads, args.max_minutes, run_dir,
-                                      args.torchdistill_python, args.torchdistill_workers)
-        record.load_before, record.load_after = load_before, list(os.getloadavg())
-        record.save(run_dir / "record.json")
-        records[runner] = record
-        print(json.dumps({"runner": runner, "epochs": len(record.history), "images_per_s": record.images_per_s,
-                          "failed": record.failed}), flush=True)
+        print(f"== {', '.join(args.runners)} interleaved: {recipe.epochs} epoch(s), {len(train_y)} training images, "
+              f"load {load_before}", flush=True)
+        # The waits for the other runners' turns count on Lightning's max_time and the processes' timeouts:
+        # the budget caps the interleaved run as a whole.
+        cap = None if args.max_minutes is None else args.max_minutes * len(args.runners)
+        done = run_interleaved({runner: (lambda env, runner=runner: launch(runner, cap, {
+            # Each runner compiles from an empty inductor cache of its own, as a first run does.
+            "TORCHINDUCTOR_CACHE_DIR": str(args.out / runner / "inductor_cache"), **env}))
+            for runner in args.runners}, args.out / "turns")
+        for runner in args.runners:
+            done[runner].interleaved = True
+            records[runner] = finish(runner, done[runner], load_before)
+    elif not args.report_only:
+        for runner in args.runners:
+            # Each runner compiles from an empty inductor cache, as a first run does: no runner reuses the kernels
+            # an earlier one compiled (the plain loop runs in this process, so the variable is set here).
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(args.out / runner / "inductor_cache")
+            load_before = list(os.getloadavg())
+            print(f"== {runner}: {recipe.epochs} epoch(s), {len(train_y)} training images, load {load_before}",
+                  flush=True)
+            records[runner] = finish(runner, launch(runner, args.max_minutes), load_before)
 
     payload, markdown = report(records, recipe, args, len(train_y), len(test_y), smoke)
     # A report rebuilt from earlier runs keeps their machine record (date, commit): that is when they were measured.

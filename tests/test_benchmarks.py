@@ -95,3 +95,11 @@ def test_report_only_fits_nothing_and_the_table_says_what_is_missing_or_shared(t
     cells = {line.split(" | ")[1]: line.split(" | ") for line in lines[2:]}
     assert cells["quiet"][7] == "2.00" and cells["busy"][7] == "3.00*"
     assert cells["later"][2] == "not run yet"
+
+
+def test_paper_claims_put_each_published_figure_beside_kd():
+    from benchmarks._method_runs import paper_claims
+
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in paper_claims(["kd", "dkd", "nkd"])[4:]}
+    assert rows["dkd"][1:3] == ["71.97", "+1.31"] and rows["kd"][2] == "—"
+    assert rows["nkd"][1] == "no figure for this pair in the specs"

@@ -175,3 +175,94 @@ def test_a_rebuilt_report_keeps_the_runs_machine_record(tmp_path):
     (tmp_path / "record.json").write_text(json.dumps({"runner": "plain"}))
     os.utime(tmp_path / "time_to_accuracy.json", (1, 1))
     assert earliest_machine_record(tmp_path) == {"date": "run"}
+
+
+def test_interleaved_runners_take_turns_one_at_a_time(tmp_path):
+    """run_interleaved: start-ups one after another, then one epoch per runner per round, never two
+    runners working at once; a runner that fails mid-run is reported and the others go on; the time a
+    runner waits comes back from hand_back (its clocks take it off)."""
+    import threading
+    import time
+
+    from benchmarks._time_to_accuracy_common import RunRecord, Turns
+    from benchmarks.time_to_accuracy import run_interleaved
+
+    log: list[tuple[str, str]] = []
+    active: list[str] = []
+    waits: dict[str, list[float]] = {}
+    lock = threading.Lock()
+
+    def work(name: str, what: str) -> None:
+        with lock:
+            active.append(name)
+            assert len(active) == 1, f"{active} worked at once"
+        time.sleep(0.02)
+        log.append((name, what))
+        with lock:
+            active.remove(name)
+
+    def runner(name: str, epochs: int, fail_at: int | None = None):
+        def job(env: dict[str, str]) -> RunRecord:
+            turns = Turns(env[Turns.FOLDER_ENV], env[Turns.NAME_ENV], poll_s=0.005)
+            assert turns.name == name
+            work(name, "start-up")
+            waits[name] = [turns.hand_back()]
+            for epoch in range(epochs):
+                if epoch == fail_at:
+                    raise RuntimeError("out of memory")
+                work(name, f"epoch {epoch}")
+                waits[name].append(turns.hand_back())
+            return RunRecord(runner=name)
+        return job
+
+    records = run_interleaved({"a": runner("a", 3), "b": runner("b", 2), "c": runner("c", 3, fail_at=1)},
+                              tmp_path / "turns")
+    assert log == [("a", "start-up"), ("b", "start-up"), ("c", "start-up"),
+                   ("a", "epoch 0"), ("b", "epoch 0"), ("c", "epoch 0"),
+                   ("a", "epoch 1"), ("b", "epoch 1"),
+                   ("a", "epoch 2")]
+    assert records["a"].failed is None and records["b"].failed is None
+    assert records["c"].failed == "RuntimeError: out of memory"
+    assert min(waits["a"][:2]) >= 0.03  # a waited while b and c started up / trained
+
+
+def test_lit_kd_clock_takes_the_waits_for_its_turns_off_its_clock(tmp_path, monkeypatch):
+    """TrainingClock under --interleave: it waits for its turn after start-up and after every validation,
+    and neither the training time nor the wall time of the next epochs counts those waits."""
+    import json
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from benchmarks._time_to_accuracy_common import Turns
+    from benchmarks.time_to_accuracy import TrainingClock
+
+    orchestrator = Turns(tmp_path, Turns.ORCHESTRATOR, poll_s=0.005)
+    for key, value in orchestrator.env("lit_kd").items():
+        monkeypatch.setenv(key, value)
+    stop = threading.Event()
+
+    def give_turns_slowly() -> None:  # the other runners' epochs: 0.3 s each time lit_kd hands back
+        while not stop.is_set():
+            if orchestrator.holder() in ("", Turns.ORCHESTRATOR):
+                time.sleep(0.3)
+                orchestrator.give("lit_kd")
+            time.sleep(0.005)
+
+    other_runners = threading.Thread(target=give_turns_slowly, daemon=True)
+    other_runners.start()
+    clock = TrainingClock(str(tmp_path / "clock.json"))
+    trainer = SimpleNamespace(sanity_checking=False, current_epoch=0, callback_metrics={"test/acc": torch.tensor(0.5)})
+    try:
+        begun = time.perf_counter()
+        clock.on_train_start(trainer, None)
+        assert time.perf_counter() - begun >= 0.3  # waited for its first turn
+        for epoch in range(2):
+            trainer.current_epoch = epoch
+            clock.on_validation_start(trainer, None)
+            clock.on_validation_end(trainer, None)  # hands back, waits 0.3 s
+    finally:
+        stop.set()
+    history = json.loads((tmp_path / "clock.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [0, 1]
+    assert history[1]["train_s"] < 0.1 and history[1]["wall_s"] < 0.2  # the 0.3-s wait is on neither clock
