@@ -329,14 +329,8 @@ def run_plain_process(recipe: Recipe, data_root: Path, threads: int, max_minutes
     job = {"recipe": recipe.to_json(), "data_root": str(data_root), "threads": threads, "max_minutes": max_minutes,
            "out": str(out), "launched_at": time.time()}
     (run_dir / "job.json").write_text(json.dumps(job, indent=2))
-    with (run_dir / "run.log").open("w") as log:
-        try:
-            done = subprocess.run([sys.executable, "-m", "benchmarks.time_to_accuracy", "--plain-job",
-                                   str(run_dir / "job.json")], cwd=REPO, env=_env(threads, env), stdout=log,
-                                  stderr=subprocess.STDOUT, timeout=_timeout(max_minutes))
-            returncode: int | str = done.returncode
-        except subprocess.TimeoutExpired:
-            returncode = "timeout"
+    returncode = _run_logged([sys.executable, "-m", "benchmarks.time_to_accuracy", "--plain-job",
+                              str(run_dir / "job.json")], run_dir / "run.log", threads, max_minutes, env)
     record = RunRecord.load(out) if out.exists() else RunRecord(runner="plain")
     if returncode != 0:
         record.failed = f"the plain loop exited {returncode}; see {run_dir / 'run.log'}"
@@ -446,6 +440,18 @@ def _timeout(max_minutes: float | None) -> float | None:
     return None if max_minutes is None else 60 * max_minutes + 900  # start-up, last evaluation, teardown
 
 
+def _run_logged(command: list[str], log_path: Path, threads: int, max_minutes: float | None,
+                env: dict[str, str] | None) -> int | str:
+    """Run a runner's process from the repository root with its output in ``log_path``; its exit code,
+    or ``"timeout"``."""
+    with log_path.open("w") as log:
+        try:
+            return subprocess.run(command, cwd=REPO, env=_env(threads, env), stdout=log, stderr=subprocess.STDOUT,
+                                  timeout=_timeout(max_minutes)).returncode
+        except subprocess.TimeoutExpired:
+            return "timeout"
+
+
 def _shown(path: str | Path) -> str:
     """A path as the report shows it: relative to the repository when inside it."""
     path = Path(path)
@@ -458,14 +464,8 @@ def run_lit_kd(recipe: Recipe, data_root: Path, threads: int, max_minutes: float
     config_path = run_dir / "config.yaml"
     config_path.write_text(yaml.safe_dump(lit_kd_config(recipe, data_root, run_dir, max_minutes), sort_keys=False))
     launched = time.time()
-    with (run_dir / "fit.log").open("w") as log:
-        try:
-            done = subprocess.run([sys.executable, "-m", "lit_kd.cli", "fit", "--config", str(config_path)], cwd=REPO,
-                                  env=_env(threads, env), stdout=log, stderr=subprocess.STDOUT,
-                                  timeout=_timeout(max_minutes))
-            returncode: int | str = done.returncode
-        except subprocess.TimeoutExpired:
-            returncode = "timeout"
+    returncode = _run_logged([sys.executable, "-m", "lit_kd.cli", "fit", "--config", str(config_path)],
+                             run_dir / "fit.log", threads, max_minutes, env)
     record = RunRecord(runner="lit_kd", notes=[
         f"lit-kd fit --config {_shown(recipe.config)} (+ TrainingClock; no progress bar, no sanity check). Its "
         "evaluations also use the teacher's logits (the teacher check, DistillationDiagnostics; computed at the first "
@@ -610,14 +610,8 @@ def run_torchdistill(recipe: Recipe, data_root: Path, threads: int, max_minutes:
     job = {"config": str(run_dir / "torchdistill.yaml"), "out": str(out), "threads": threads, "seed": recipe.seed,
            "max_minutes": max_minutes, "launched_at": time.time()}
     (run_dir / "job.json").write_text(json.dumps(job, indent=2))
-    with (run_dir / "run.log").open("w") as log:
-        try:
-            done = subprocess.run([str(python), "-m", "benchmarks._time_to_accuracy_torchdistill",
-                                   str(run_dir / "job.json")], cwd=REPO, env=_env(threads, env), stdout=log,
-                                  stderr=subprocess.STDOUT, timeout=_timeout(max_minutes))
-            returncode: int | str = done.returncode
-        except subprocess.TimeoutExpired:
-            returncode = "timeout"
+    returncode = _run_logged([str(python), "-m", "benchmarks._time_to_accuracy_torchdistill",
+                              str(run_dir / "job.json")], run_dir / "run.log", threads, max_minutes, env)
     record = RunRecord.load(out) if out.exists() else RunRecord(runner="torchdistill")
     record.notes += notes
     if returncode != 0:
