@@ -346,3 +346,10 @@ def verdicts(rows: list[dict], baseline: str = "kd") -> list[str]:
                      f"{', '.join(above) or 'none'}. Below: {', '.join(below) or 'none'}. "
                      f"Within the spread: {', '.join(tied) or 'none'}.")
     return lines
+
+
+def method_table(records: list[dict], tags: list[str], extra_parameters: bool = False) -> list[str]:
+    """A method benchmark's results as markdown lines: the table, its footnote, the verdicts against KD
+    and the papers' figures for the rows ``tags``."""
+    return [*table(records, extra_parameters=extra_parameters), "", SHARED_MACHINE_NOTE, "",
+            VERDICTS_HEADER, "", *verdicts(records), "", *paper_claims(tags)]

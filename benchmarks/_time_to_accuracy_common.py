@@ -193,7 +193,8 @@ class RunRecord:
                        out: Path) -> float:
         """After an epoch: time ``evaluate()`` (the test accuracy), add the epoch to the history with the
         training clock (evaluations excluded), save the record (a killed run still leaves its curve), print
-        one line; return the accuracy. The in-process runners' (plain, torchdistill) bookkeeping."""
+        one line, end the runner's turn (:meth:`Budget.end_turn`); return the accuracy. The plain loop's
+        and torchdistill's bookkeeping."""
         start = time.perf_counter()
         train_s = start - budget.start - budget.eval_s
         accuracy = evaluate()
@@ -204,6 +205,7 @@ class RunRecord:
         self.save(out)
         print(json.dumps({"runner": self.runner, "epoch": epoch, "train_s": round(train_s, 1),
                           "test_acc": round(accuracy, 4)}), flush=True)
+        budget.end_turn()
         return accuracy
 
     @classmethod
@@ -214,15 +216,19 @@ class RunRecord:
 
 
 class Budget:
-    """A run's wall-clock allowance, evaluations included, counted from the start of training."""
+    """A run's wall-clock allowance, evaluations included, counted from the start of training.
 
-    def __init__(self, max_minutes: float | None) -> None:
+    Interleaved with other runners (``turns``), the clock starts with the runner's first turn (the
+    constructor hands the turn back after start-up and waits for it), and :meth:`end_turn` takes every
+    later wait off it."""
+
+    def __init__(self, max_minutes: float | None, turns: Turns | None = None) -> None:
         self.max_s = None if max_minutes is None else 60.0 * max_minutes
+        self.turns = turns
+        if turns:
+            turns.hand_back()
         self.start = time.perf_counter()
         self.eval_s = 0.0  # evaluations so far (RunRecord.add_evaluation), taken off the training clock
-
-    def restart(self) -> None:
-        self.start = time.perf_counter()
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
@@ -230,9 +236,11 @@ class Budget:
     def exceeded(self) -> bool:
         return self.max_s is not None and self.elapsed() > self.max_s
 
-    def pause(self, seconds: float) -> None:
-        """Take ``seconds`` (a wait for the runner's next turn) off the clock."""
-        self.start += seconds
+    def end_turn(self) -> None:
+        """After an epoch's evaluation: interleaved, hand the turn back, wait for the next one and take
+        the wait off the clock; otherwise nothing."""
+        if self.turns:
+            self.start += self.turns.hand_back()
 
 
 class Turns:

@@ -111,10 +111,7 @@ def run(job: dict[str, Any]) -> RunRecord:
         f"torchdistill {__import__('torchdistill').__version__}, torch {torch.__version__}, "
         f"{config['train']['train_data_loader']['kwargs']['num_workers']} DataLoader worker(s)"])
     record.startup_s = time.time() - launched
-    turns = Turns.from_env()  # interleaved with the other runners: start-up done, wait for the first turn
-    if turns:
-        turns.hand_back()
-    budget = Budget(job["max_minutes"])
+    budget = Budget(job["max_minutes"], Turns.from_env())  # interleaved: start-up done, wait for the first turn
     images = 0
     for epoch in range(box.num_epochs):
         box.pre_epoch_process(epoch=epoch)
@@ -129,8 +126,6 @@ def run(job: dict[str, Any]) -> RunRecord:
             break
         record.add_evaluation(epoch, images, budget, out=Path(job["out"]),
                               evaluate=lambda: test_accuracy(box.student_model, box.val_data_loader))
-        if turns:
-            budget.pause(turns.hand_back())
         box.post_epoch_process()
         if budget.exceeded():
             record.stopped_by_budget = epoch + 1 < box.num_epochs

@@ -23,8 +23,8 @@ import argparse
 from pathlib import Path
 
 from benchmarks._common import pct, write_results
-from benchmarks._method_runs import (SHARED_MACHINE_NOTE, VERDICTS_HEADER, Row, add_budget_arguments, budget_sentence,
-                                     describe_budget, paper_claims, run_row, table, teacher_val_acc, verdicts)
+from benchmarks._method_runs import (Row, add_budget_arguments, budget_sentence, describe_budget, method_table, run_row,
+                                     table, teacher_val_acc, verdicts)
 
 C100 = "configs/cifar100/"
 CNN_ROWS = [Row("kd", C100 + "kd_resnet32x4_resnet8x4.yaml"),
@@ -64,8 +64,7 @@ def main() -> None:
              "best held-out accuracy (with the test accuracy at that epoch), 'best test' the best test epoch "
              "(optimistic, for reference). Step ÷ KD: median training-step time over the fit ÷ KD's, same seed. "
              "Initialization stages and warm-ups written for 240 epochs are scaled to the budget.", "",
-             *table(records, extra_parameters=True), "", SHARED_MACHINE_NOTE, "",
-             VERDICTS_HEADER, "", *verdicts(records), "", *paper_claims([r.tag for r in CNN_ROWS])]
+             *method_table(records, [r.tag for r in CNN_ROWS], extra_parameters=True)]
     if vit_records:
         vit_budget = f"{args.vit_epochs} epoch(s)" + (f" of {args.vit_limit_train_batches} batches of 128"
                                                       if args.vit_limit_train_batches else " (352 batches of 128)")

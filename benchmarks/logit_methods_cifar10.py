@@ -23,9 +23,8 @@ import json
 from pathlib import Path
 
 from benchmarks._common import pct, write_results
-from benchmarks._method_runs import (RESNET20_A_PRETRAINED, SHARED_MACHINE_NOTE, VERDICTS_HEADER, Row,
-                                     add_budget_arguments, budget_sentence, describe_budget, paper_claims, run_row,
-                                     table, teacher_val_acc, verdicts)
+from benchmarks._method_runs import (RESNET20_A_PRETRAINED, Row, add_budget_arguments, budget_sentence, describe_budget,
+                                     method_table, run_row, teacher_val_acc)
 
 C100 = "configs/cifar100/"
 ROWS = [
@@ -77,8 +76,7 @@ def main() -> None:
              "'last' is the last epoch, 'best val' the epoch with the best held-out accuracy (with the test "
              "accuracy at that epoch), 'best test' the best test epoch (optimistic, for reference only). "
              "Step ÷ KD: median training-step time over the fit ÷ KD's, same student and seed.", "",
-             *table(records), "", SHARED_MACHINE_NOTE, "",
-             VERDICTS_HEADER, "", *verdicts(records), "", *paper_claims([r.tag for r in ROWS])]
+             *method_table(records, [r.tag for r in ROWS])]
     write_results(name, {"epochs": args.epochs, "seeds": args.seeds, "limit_train_batches": args.limit_train_batches,
                          "rows": records}, "\n".join(lines))
     print(json.dumps({"written": name}))

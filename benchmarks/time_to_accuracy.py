@@ -296,9 +296,7 @@ def run_plain(recipe: Recipe, data_root: Path, threads: int, max_minutes: float 
         "start-up counts reading the data and building the networks only (it runs inside the benchmark's own "
         "process, whose interpreter and imports are already there)."])
     record.startup_s = time.time() - launched
-    if turns:  # start-up done: wait for the first turn
-        turns.hand_back()
-    budget = Budget(max_minutes)
+    budget = Budget(max_minutes, turns)  # interleaved: start-up done, wait for the first turn
     images = 0
     for epoch in range(recipe.epochs):
         order = loop.epoch_order()
@@ -312,8 +310,6 @@ def run_plain(recipe: Recipe, data_root: Path, threads: int, max_minutes: float 
         if record.stopped_by_budget:
             break
         record.add_evaluation(epoch, images, budget, out=out, evaluate=lambda: loop.test_accuracy(test_x, test_y))
-        if turns:
-            budget.pause(turns.hand_back())
         loop.end_epoch()
         if budget.exceeded():
             record.stopped_by_budget = epoch + 1 < recipe.epochs

@@ -266,3 +266,35 @@ def test_lit_kd_clock_takes_the_waits_for_its_turns_off_its_clock(tmp_path, monk
     history = json.loads((tmp_path / "clock.json").read_text())["history"]
     assert [h["epoch"] for h in history] == [0, 1]
     assert history[1]["train_s"] < 0.1 and history[1]["wall_s"] < 0.2  # the 0.3-s wait is on neither clock
+
+
+def test_plain_and_torchdistill_clocks_take_the_waits_for_their_turns_off(tmp_path):
+    """Budget + RunRecord.add_evaluation (the plain loop's and torchdistill's bookkeeping) under
+    --interleave: the clock starts with the first turn and every later wait is off it."""
+    import threading
+    import time
+
+    from benchmarks._time_to_accuracy_common import Budget, RunRecord, Turns
+
+    orchestrator = Turns(tmp_path, Turns.ORCHESTRATOR, poll_s=0.005)
+    stop = threading.Event()
+
+    def give_turns_slowly() -> None:
+        while not stop.is_set():
+            if orchestrator.holder() in ("", Turns.ORCHESTRATOR):
+                time.sleep(0.3)
+                orchestrator.give("plain")
+            time.sleep(0.005)
+
+    threading.Thread(target=give_turns_slowly, daemon=True).start()
+    record = RunRecord(runner="plain")
+    try:
+        begun = time.perf_counter()
+        budget = Budget(None, Turns(tmp_path, "plain", poll_s=0.005))
+        assert time.perf_counter() - begun >= 0.3  # waited for its first turn
+        for epoch in range(2):
+            record.add_evaluation(epoch, 100 * (epoch + 1), budget, evaluate=lambda: 0.5, out=tmp_path / "r.json")
+    finally:
+        stop.set()
+    assert [h.epoch for h in record.history] == [0, 1]
+    assert all(h.train_s < 0.1 and h.wall_s < 0.2 for h in record.history)  # no 0.3-s wait on either clock

@@ -827,9 +827,10 @@ class DistillationModule(StudentModule):
             self._eval_cache_bytes -= _nbytes(*self._eval_teacher_cache.pop(key))
         logits = self.teacher_logits(batch.teacher_image)
         entry = (fingerprint, logits.detach().clone())  # a copy: compiled graphs may reuse output buffers
-        if self._eval_cache_bytes + _nbytes(*entry) <= self.EVAL_CACHE_BYTES:
+        size = _nbytes(*entry)
+        if self._eval_cache_bytes + size <= self.EVAL_CACHE_BYTES:
             self._eval_teacher_cache[key] = entry
-            self._eval_cache_bytes += _nbytes(*entry)
+            self._eval_cache_bytes += size
         return logits
 
     # ------------------------------------------------------------------ teacher sanity check
